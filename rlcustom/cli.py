@@ -1,0 +1,246 @@
+"""``rlcustom`` command line: one dispatcher, one function per subcommand.
+
+    rlcustom generate [CONFIG] [key=value ...] --out gens.jsonl
+    rlcustom train CONFIG [key=value ...]
+    rlcustom prepare-model [ALIAS]
+    rlcustom demo
+
+Errors a user can fix (config, data, model paths) print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from rlcustom.errors import RLCustomError
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None] = lambda p: None):
+    """Register a subcommand: ``@command("x", "...", configure=add_args)`` on ``def x(args) -> int``."""
+
+    def deco(fn):
+        COMMANDS[name] = (help, configure, fn)
+        return fn
+
+    return deco
+
+
+def _config_args(p: argparse.ArgumentParser, config_required: bool = False) -> None:
+    p.add_argument("config", nargs="?" if not config_required else None, help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sampling.temperature=0.7")
+
+
+def _load(args: argparse.Namespace, extra: list[str] | None = None):
+    from rlcustom.config import load_config
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():  # only overrides were given
+        overrides.insert(0, config)
+        config = None
+    return load_config(config, overrides + (extra or []))
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+def _generate_configure(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--model", help="alias, local HF directory or cached hub id (model.path)")
+    p.add_argument("--prompts", help="'hh-rlhf' or a .jsonl/.json/.parquet file with a 'prompt' field (data.prompts)")
+    p.add_argument("--limit", type=int, help="use the first N prompts (data.limit)")
+    p.add_argument("--engine", choices=["auto", "hf", "vllm"])
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("-n", type=int, help="samples per prompt")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", default=None, help="output JSONL (default: OUTPUT_DIR/generations.jsonl)")
+
+
+def _flag_overrides(args: argparse.Namespace, table: dict[str, str]) -> list[str]:
+    out = []
+    for attr, key in table.items():
+        v = getattr(args, attr, None)
+        if v is not None:
+            out.append(f"{key}={v}")
+    return out
+
+
+GEN_FLAGS = {"model": "model.path", "prompts": "data.prompts", "limit": "data.limit", "engine": "engine",
+             "max_new_tokens": "sampling.max_new_tokens", "temperature": "sampling.temperature",
+             "top_p": "sampling.top_p", "top_k": "sampling.top_k", "n": "sampling.n", "seed": "seed"}
+
+
+@command("generate", "batched generation from a model on a prompt set, to JSONL", configure=_generate_configure)
+def generate(args: argparse.Namespace) -> int:
+    cfg = _load(args, _flag_overrides(args, GEN_FLAGS))
+    result = run_generation(cfg, out_path=args.out)
+    print(result["summary"])
+    return 0
+
+
+
+
+def run_generation(cfg, out_path: str | None = None, batch_size: int = 8) -> dict:
+    """The generation job: prompts -> engine -> JSONL + W&B table + summary."""
+    from rlcustom.config import to_dict
+    from rlcustom.data.prompting import build_prompts
+    from rlcustom.engines import make_engine
+    from rlcustom.tracking import Tracker, progress
+
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(out_path) if out_path else out_dir / "generations.jsonl"
+    t0 = time.perf_counter()
+    engine = make_engine(cfg.engine, cfg.model.path, dtype=cfg.model.dtype, seed=cfg.seed,
+                         trust_remote_code=cfg.model.trust_remote_code)
+    t_load = time.perf_counter() - t0
+    prompts = build_prompts(cfg.data, engine.tokenizer, seed=cfg.seed)
+    params = cfg.sampling.params(seed=cfg.seed)
+    n_tokens, rows, t_gen = 0, [], 0.0
+    with Tracker(cfg.tracking, out_dir, config=to_dict(cfg)) as tracker:
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        with tmp.open("w") as f:
+            for s in progress(range(0, len(prompts.ids), batch_size), desc="generate", unit="batch"):
+                t = time.perf_counter()
+                r = engine.generate(prompts.ids[s : s + batch_size], params.with_(seed=cfg.seed + s))
+                t_gen += time.perf_counter() - t
+                for i in range(len(r)):
+                    row = {"prompt": prompts.raw[s + r.prompt_index[i]], "completion": r.texts[i],
+                           "finish_reason": r.finish_reasons[i], "num_tokens": len(r.response_ids[i]),
+                           "prompt_index": s + r.prompt_index[i]}
+                    f.write(json.dumps(row) + "\n")
+                    rows.append(row)
+                n_tokens += sum(r.response_lengths())
+        tmp.replace(out)  # the JSONL appears whole or not at all
+        tok_s = n_tokens / max(t_gen, 1e-9)
+        tracker.log({"rollout/tokens_per_s": tok_s, "rollout/mean_len": n_tokens / max(len(rows), 1),
+                     "timing/generate_s": t_gen, "timing/load_s": t_load}, step=0)
+        tracker.log_samples(0, [r["prompt"] for r in rows[:32]], [r["completion"] for r in rows[:32]])
+        lines = [
+            f"generated {len(rows)} completions for {len(prompts.ids)} prompts with {engine.name} "
+            f"({cfg.model.path}): {n_tokens} tokens in {t_gen:.1f} s = {tok_s:.1f} tokens/s "
+            f"(model load {t_load:.1f} s)",
+            f"prompts skipped as too long: {prompts.skipped_long}, truncated: {prompts.truncated_long}, "
+            f"bad records skipped: {prompts.bad_records}",
+            f"output: {out}",
+            tracker.summary_line(),
+        ]
+    return {"rows": rows, "tokens_per_s": tok_s, "summary": "\n".join(lines), "out": str(out)}
+
+
+# ----------------------------------------------------------------------------- prepare-model
+
+
+def _prepare_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("alias", nargs="?", default="smollm2-135m-instruct")
+    p.add_argument("--force", action="store_true", help="convert again even if cached")
+
+
+@command("prepare-model", "convert the embedded GGUF model to safetensors in the cache (once)", configure=_prepare_configure)
+def prepare_model(args: argparse.Namespace) -> int:
+    from rlcustom.models.embedded import prepare_embedded
+
+    t = time.perf_counter()
+    path = prepare_embedded(args.alias, force=args.force)
+    print(f"{args.alias}: ready in {path} ({time.perf_counter() - t:.1f} s)")
+    return 0
+
+
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def _demo_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", help="dotted overrides for configs/demo.yaml")
+    p.add_argument("--config", default=None, help="default: configs/demo.yaml beside the package, else built-in")
+
+
+@command("demo", "the main job on the embedded model (see README)", configure=_demo_configure)
+def demo(args: argparse.Namespace) -> int:
+    from rlcustom.config import load_config
+
+    path = args.config or _find_config("demo.yaml")
+    cfg = load_config(path, list(args.overrides))
+    print(f"rlcustom demo: {path or 'built-in defaults'} -> trainer '{cfg.trainer}' on {cfg.model.path}")
+    if cfg.trainer == "generate":
+        result = run_generation(cfg)
+        for row in result["rows"][:3]:
+            print("-" * 72)
+            print("PROMPT:", row["prompt"].strip()[-300:])
+            print("COMPLETION:", row["completion"].strip())
+        print("=" * 72)
+        print(result["summary"])
+        return 0
+    from rlcustom.trainers import run_trainer
+
+    print(run_trainer(cfg)["summary"])
+    return 0
+
+
+
+
+def _find_config(name: str) -> str | None:
+    for base in (Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"):
+        if (base / name).is_file():
+            return str(base / name)
+    return None
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _train_configure(p: argparse.ArgumentParser) -> None:
+    _config_args(p, config_required=True)
+
+
+@command("train", "run a trainer from a YAML config (local Ray, started if needed)", configure=_train_configure)
+def train(args: argparse.Namespace) -> int:
+    from rlcustom.trainers import run_trainer
+
+    cfg = _load(args)
+    print(run_trainer(cfg)["summary"])
+    return 0
+
+
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlcustom", description="Distributed RL for language models on Ray.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, configure, fn) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        configure(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except RLCustomError as e:
+        print(f"rlcustom {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rlcustom {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Tiny random-initialised Llama-style models for tests: seconds, not minutes.
+
+They use the SmolLM2 tokenizer (so prompts, chat templates and EOS behave as
+with the real model) over a 2-layer, narrow network.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rlcustom.models.embedded import embedded_tokenizer_dir
+
+
+def tiny_config(vocab_size: int = 49152, *, layers: int = 2, hidden: int = 64, heads: int = 4,
+                kv_heads: int = 2, intermediate: int = 128, max_positions: int = 1024, **kw):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2, **kw,
+    )
+
+
+def tiny_tokenizer():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_tokenizer_dir())
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tiny_llama(seed: int = 0, **kw):
+    """(model, tokenizer): a seeded random tiny Llama with the SmolLM2 tokenizer."""
+    from transformers import LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_config(len(tok), **kw)).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def save_tiny(path: str | Path, seed: int = 0, **kw) -> Path:
+    """Write a tiny model as an HF directory (safetensors + tokenizer), e.g. for vLLM."""
+    path = Path(path)
+    model, tok = tiny_llama(seed, **kw)
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path

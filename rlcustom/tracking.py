@@ -1,0 +1,145 @@
+"""W&B tracking: offline unless ``WANDB_API_KEY`` is set, ``finish()`` on every exit path.
+
+    with Tracker(cfg.tracking, run_dir, config=to_dict(cfg)) as tr:
+        tr.log({"reward/mean": 0.3}, step=1)
+        tr.log_samples(step, prompts, texts, rewards)
+
+Secrets: the API key is read by wandb from the environment only; configs and
+metrics are scrubbed of keys that look like secrets before they are logged.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
+NAMESPACES = ("rollout/", "train/", "reward/", "constraint/", "timing/", "system/", "eval/", "value/", "kl/")
+
+
+def redact(obj: Any) -> Any:
+    """Replace values under secret-looking keys, and any literal env secret, with '***'."""
+    secrets = [v for k, v in os.environ.items() if SECRET_KEY.search(k) and len(v) >= 8]
+    def walk(o: Any) -> Any:
+        if isinstance(o, Mapping):
+            return {k: ("***" if SECRET_KEY.search(str(k)) else walk(v)) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk(v) for v in o]
+        if isinstance(o, str):
+            for s in secrets:
+                o = o.replace(s, "***")
+        return o
+    return walk(obj)
+
+
+def resolve_mode(mode: str) -> str:
+    if mode == "auto":
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return mode
+
+
+class Tracker:
+    """A context manager around one W&B run (or none when mode is 'disabled')."""
+
+    def __init__(self, tracking, run_dir: str | Path, config: Mapping[str, Any] | None = None,
+                 run_id: str | None = None) -> None:
+        self.cfg = tracking
+        self.run_dir = Path(run_dir)
+        self.mode = resolve_mode(tracking.mode)
+        self.run = None
+        self.history: list[dict[str, Any]] = []  # kept for the console summary
+        self._config = redact(dict(config or {}))
+        self._run_id = run_id
+
+    # -- lifecycle -------------------------------------------------------------
+    def __enter__(self) -> "Tracker":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.finish(exit_code=0 if exc_type is None else 1)
+
+    def start(self) -> None:
+        if self.mode == "disabled" or self.run is not None:
+            return
+        import wandb
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.run = wandb.init(
+            project=self.cfg.project, name=self.cfg.name, group=self.cfg.group, tags=list(self.cfg.tags) or None,
+            dir=str(self.run_dir), mode=self.mode, config=self._config, id=self._run_id,
+            resume="allow" if self._run_id else None, settings=wandb.Settings(console="off"),
+        )
+        self._run_id = self.run.id
+        # Ctrl-C / SIGTERM: finish the run before the process dies.
+        for sig in (signal.SIGTERM,):
+            try:
+                prev = signal.getsignal(sig)
+                signal.signal(sig, lambda s, f, prev=prev: self._on_signal(s, f, prev))
+            except ValueError:  # not the main thread
+                pass
+
+    def _on_signal(self, signum, frame, prev) -> None:
+        self.finish(exit_code=128 + signum)
+        if callable(prev):
+            prev(signum, frame)
+        raise SystemExit(128 + signum)
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run_id
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            run, self.run = self.run, None
+            run.finish(exit_code=exit_code)
+
+    # -- logging ---------------------------------------------------------------
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        row = {k: float(v) for k, v in metrics.items() if _is_number(v)}
+        self.history.append({"step": step, **row})
+        if self.run is not None:
+            self.run.log(row, step=step)
+
+    def log_samples(self, step: int, prompts: Sequence[str], completions: Sequence[str],
+                    rewards: Sequence[float] | None = None, key: str = "samples") -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        cols = ["step", "prompt", "completion"] + (["reward"] if rewards is not None else [])
+        table = wandb.Table(columns=cols)
+        for i, (p, c) in enumerate(zip(prompts, completions)):
+            row = [step, redact(p), redact(c)] + ([float(rewards[i])] if rewards is not None else [])
+            table.add_data(*row)
+        self.run.log({key: table}, step=step)
+
+    def summary_line(self) -> str:
+        if self.run is None and self.mode == "disabled":
+            return "W&B: disabled"
+        where = str(self.run_dir / "wandb")
+        if self.mode == "offline":
+            return f"W&B: offline run in {where}  (upload with: wandb sync {where}/offline-run-*)"
+        return f"W&B: online run {self._run_id} (project {self.cfg.project})"
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def progress(iterable=None, **kw):
+    """tqdm progress bar to stderr; quiet when not attached to a terminal and CI is set."""
+    from tqdm.auto import tqdm
+
+    kw.setdefault("file", sys.stderr)
+    kw.setdefault("dynamic_ncols", True)
+    kw.setdefault("mininterval", 1.0)
+    return tqdm(iterable, **kw)
