@@ -195,6 +195,20 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class OptimConfig:
+    lr: float = field(default=1e-5, metadata=positive)
+    weight_decay: float = field(default=0.0, metadata=non_negative)
+    betas: tuple[float, ...] = (0.9, 0.999)
+    eps: float = field(default=1e-8, metadata=positive)
+    max_grad_norm: float = field(default=1.0, metadata=positive)
+    warmup_steps: int = field(default=0, metadata=non_negative)
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    total_steps: int = field(default=1000, metadata=positive)  # for cosine/linear decay
+    micro_batch_size: int = field(default=8, metadata=positive)  # rows per forward/backward
+    max_consecutive_nonfinite: int = field(default=3, metadata=positive)  # bad steps skipped before the run stops
+
+
+@dataclass(frozen=True)
 class RoleConfig:
     replicas: int = field(default=1, metadata=positive)
     gpus: float = field(default=0.0, metadata=non_negative)
@@ -203,6 +217,8 @@ class RoleConfig:
     colocate_with: str | None = None
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     zero_stage: int = field(default=2, metadata=check(lambda v: v in (0, 1, 2, 3), "one of 0, 1, 2, 3"))
+    offload_optimizer: bool = False  # DeepSpeed ZeRO CPU offload of optimizer states (GPU runs)
+    offload_params: bool = False     # ZeRO-3 parameter offload (GPU runs)
     tensor_parallel_size: int = field(default=1, metadata=positive)
     max_restarts: int = field(default=2, metadata=non_negative)
 
@@ -234,6 +250,7 @@ class RunConfig:
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     sampling: SamplingConfig = SamplingConfig()
+    optim: OptimConfig = OptimConfig()
     engine: Literal["auto", "hf", "vllm"] = "auto"
     roles: dict[str, RoleConfig] = field(default_factory=dict)
     tracking: TrackingConfig = TrackingConfig()

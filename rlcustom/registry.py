@@ -53,3 +53,6 @@ KL_ESTIMATORS: Registry = Registry("KL estimator")
 REWARDS: Registry = Registry("reward function")
 TRAINERS: Registry = Registry("trainer")
 DECODERS: Registry = Registry("decoder")
+# Learner objectives: fn(model, batch: dict[str, Tensor], **kwargs) -> (loss, stats).
+# They run inside a LearnerActor/ValueActor and do their own forward pass.
+OBJECTIVES: Registry = Registry("objective")

@@ -1,0 +1,38 @@
+"""Forward passes shared by learner, reference and value actors.
+
+Batches follow :meth:`Rollouts.padded`: ``input_ids``/``attention_mask``
+[B, P+T] (prompt left-padded to P, response right-padded to T),
+``response_mask`` [B, T]; response token ``t`` sits at column ``P + t`` and is
+predicted by the logits at column ``P + t - 1``.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[labels] without materialising the full log-softmax."""
+    logits = logits.float()
+    return logits.gather(-1, labels[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def response_logits(model, batch: dict) -> torch.Tensor:
+    """Logits [B, T, V] that predict the T response tokens."""
+    P = int(batch["prompt_len"])
+    T = batch["response_mask"].shape[1]
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=position_ids(batch["attention_mask"]), use_cache=False)
+    return out.logits[:, P - 1 : P - 1 + T]
+
+
+def response_logprobs(model, batch: dict, return_logits: bool = False):
+    """Per-token log pi(y_t | x, y_<t) [B, T] of the response tokens (0 on padding)."""
+    P = int(batch["prompt_len"])
+    T = batch["response_mask"].shape[1]
+    logits = response_logits(model, batch)
+    lp = token_logprobs(logits, batch["input_ids"][:, P : P + T]) * batch["response_mask"]
+    return (lp, logits) if return_logits else lp

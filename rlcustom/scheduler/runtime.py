@@ -1,0 +1,152 @@
+"""Ray start-up and role groups: the handles a trainer's step talks to.
+
+``RoleGroup`` wraps the actors of one role: ``group.call("generate", ...)``
+returns one future per replica, ``group.get(refs)`` waits with a timeout (a
+task that can never be scheduled must not hang a run), and ``shard`` splits a
+batch's rows across replicas.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from rlcustom.errors import RLCustomError
+from rlcustom.scheduler.placement import RolePlacement
+
+
+class ActorTimeout(RLCustomError):
+    pass
+
+
+def init_ray(cluster_cfg=None, *, num_cpus: int | None = None, runtime_env: dict | None = None) -> None:
+    """Join ``cluster.address`` or start a local Ray bound to 127.0.0.1 (dashboard off unless asked)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = getattr(cluster_cfg, "address", None)
+    env = {"env_vars": {k: v for k, v in os.environ.items()
+                        if k.startswith(("WANDB_MODE", "RLCUSTOM_", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                         "VLLM_CPU", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS"))}}
+    if runtime_env:
+        env.update(runtime_env)
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus or getattr(cluster_cfg, "num_cpus", None), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", runtime_env=env, log_to_driver=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_get(refs: Any, timeout: float, what: str) -> Any:
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    try:
+        return ray.get(refs, timeout=timeout)
+    except GetTimeoutError:
+        raise ActorTimeout(f"{what} did not finish within {timeout:g} s") from None
+
+
+@dataclass
+class RoleGroup:
+    """The actors of one role, created in the role's placement bundles."""
+
+    role: str
+    actors: list[Any]
+    placement: RolePlacement | None = None
+    timeout_s: float = 600.0
+    factory: Callable[[int], Any] | None = None  # re-creates replica i after a fatal crash
+    events: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def call(self, method: str, *args, **kwargs) -> list[Any]:
+        return [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
+
+    def call_each(self, method: str, per_replica_args: Sequence[tuple], **kwargs) -> list[Any]:
+        return [getattr(a, method).remote(*args, **kwargs) for a, args in zip(self.actors, per_replica_args)]
+
+    def get(self, refs: Any, what: str | None = None) -> Any:
+        return ray_get(refs, self.timeout_s, what or f"role '{self.role}'")
+
+    def run(self, method: str, *args, **kwargs) -> list[Any]:
+        return self.get(self.call(method, *args, **kwargs), f"{self.role}.{method}")
+
+    def wait_ready(self, timeout: float) -> list[dict]:
+        return ray_get([a.ready.remote() for a in self.actors], timeout, f"role '{self.role}' start-up")
+
+
+def make_group(role: str, cls: type, placement: RolePlacement, *, args_for: Callable[[int], tuple[tuple, dict]],
+               max_restarts: int = 2, timeout_s: float = 600.0, runtime_env: dict | None = None) -> RoleGroup:
+    """Create ``placement.replicas`` actors of ``cls``; replica i gets ``args_for(i)``.
+
+    Actors restart on crash (``max_restarts``); in-flight calls then raise
+    ``RayActorError`` and the trainer decides whether to retry the step.
+    """
+    import ray
+
+    remote_cls = ray.remote(cls)
+
+    def create(i: int):
+        a, kw = args_for(i)
+        opts = placement.actor_options(i) | {"max_restarts": max_restarts, "max_task_retries": 0,
+                                             "name": None}
+        if runtime_env:
+            opts["runtime_env"] = runtime_env
+        return remote_cls.options(**opts).remote(*a, **kw)
+
+    actors = [create(i) for i in range(placement.replicas)]
+    return RoleGroup(role, actors, placement, timeout_s, create)
+
+
+def shard_rows(n: int, parts: int) -> list[slice]:
+    """Contiguous, near-equal row ranges for ``parts`` replicas."""
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (1 if i < extra else 0)
+        out.append(slice(start, start + size))
+        start += size
+    return out
+
+
+def shard_batch(batch: dict, parts: int) -> list[dict]:
+    import torch
+
+    B = next(v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor))
+    return [{k: (v[s] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == B else v)
+             for k, v in batch.items()} for s in shard_rows(B, parts)]
+
+
+class Timer:
+    """``with timer("generate"): ...`` accumulates seconds per phase."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self_inner):
+                self_inner.t = time.perf_counter()
+
+            def __exit__(self_inner, *exc):
+                timer.totals[name] = timer.totals.get(name, 0.0) + time.perf_counter() - self_inner.t
+
+        return _Ctx()
+
+    def summary(self, prefix: str = "timing/") -> dict[str, float]:
+        out = {f"{prefix}{k}_s": v for k, v in self.totals.items()}
+        self.totals = {}
+        return out
