@@ -21,16 +21,17 @@ class ActorBase:
 
     def ready(self) -> dict:
         """Where this actor runs; the driver waits on it (with a timeout) after placement."""
-        node_id = None
+        node_id, ip = None, "127.0.0.1"
         try:
             import ray
 
             if ray.is_initialized():
                 node_id = ray.get_runtime_context().get_node_id()
+                ip = ray.util.get_node_ip_address()
         except Exception:  # noqa: BLE001 - outside Ray
             pass
         gpu = torch.cuda.current_device() if torch.cuda.is_available() else None
-        return {"role": self.role, "rank": self.rank, "pid": os.getpid(), "node_id": node_id, "gpu": gpu}
+        return {"role": self.role, "rank": self.rank, "pid": os.getpid(), "node_id": node_id, "ip": ip, "gpu": gpu}
 
     def ping(self) -> bool:
         return True

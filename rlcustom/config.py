@@ -224,6 +224,17 @@ class RoleConfig:
 
 
 @dataclass(frozen=True)
+class RewardConfig:
+    spec: str = "length_tokens"  # a registered Python reward, "module:function", "model", "loglik" or "http"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to a Python reward function
+    model_path: str | None = None  # reward model directory (spec: model) or LM (spec: loglik)
+    url: str | None = None  # endpoint (spec: http)
+    api_key_env: str | None = None  # name of the env var holding the endpoint's key (never the key itself)
+    timeout_s: float = field(default=30.0, metadata=positive)
+    max_retries: int = field(default=3, metadata=non_negative)
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     project: str = "rlcustom"
     name: str | None = None
@@ -253,6 +264,12 @@ class RunConfig:
     optim: OptimConfig = OptimConfig()
     engine: Literal["auto", "hf", "vllm"] = "auto"
     roles: dict[str, RoleConfig] = field(default_factory=dict)
+    steps: int = field(default=10, metadata=positive)  # trainer steps to run
+    save_every: int = field(default=0, metadata=non_negative)  # checkpoint every N steps (0: only at the end)
+    keep_checkpoints: int = field(default=2, metadata=positive)
+    resume: str = "auto"  # auto: continue from OUTPUT_DIR/checkpoints/latest if present | never | a checkpoint dir
+    sync: Literal["collective", "object_store"] = "collective"  # learner -> rollout weight transport
+    reward: RewardConfig = RewardConfig()  # what scores rollouts (trainers that need a reward)
     tracking: TrackingConfig = TrackingConfig()
     cluster: ClusterConfig = ClusterConfig()
     algo: Any = None  # the trainer's own section, typed by register_section()

@@ -120,6 +120,11 @@ class WeightSyncMixin:
         _, stats = self._sync_group.broadcast(meta_of(named), [t for _, t in named])
         return stats
 
+    def sync_gather_only(self, adapter_only: bool = False) -> bool:
+        """Learner ranks > 0 under ZeRO-3: take part in the parameter gather, send nothing."""
+        self.named_weights(adapter_only=adapter_only)  # type: ignore[attr-defined]
+        return True
+
     def sync_recv(self, meta: Sequence[TensorMeta], adapter_only: bool = False) -> dict:
         assert self._sync_group is not None, "init_sync_group first"
         tensors, stats = self._sync_group.broadcast(meta, None)

@@ -1,0 +1,299 @@
+"""What every algorithm shares; a trainer subclass writes ``build()`` and ``step()``.
+
+The base owns: Ray start-up and role placement through the one scheduler, the
+step loop with a progress bar, W&B, checkpoints and ``resume: auto``, SIGTERM
+/SIGINT (checkpoint, finish W&B, exit non-zero), non-finite steps, and the
+learner -> rollout weight sync with rollout-crash retry.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rlcustom.config import RoleConfig, to_dict
+from rlcustom.errors import NonFiniteError, RLCustomError
+from rlcustom.registry import TRAINERS
+from rlcustom.scheduler.runtime import RoleGroup, Timer, free_port, init_ray, make_group
+from rlcustom.trainers.checkpoint import CheckpointManager
+
+
+def register_trainer(name: str):
+    def deco(cls):
+        cls.name = name
+        TRAINERS.register(name)(cls)
+        return cls
+
+    return deco
+
+
+class Interrupted(RLCustomError):
+    pass
+
+
+class Trainer:
+    name = "base"
+    roles_used: tuple[str, ...] = ()  # roles this trainer places (defaults fill missing ones)
+    stateful_roles: tuple[str, ...] = ("learner",)  # roles that write into checkpoints
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(cfg.output_dir)
+        self.timer = Timer()
+        self.step_idx = 0
+        self.groups: dict[str, RoleGroup] = {}
+        self.placements: dict = {}
+        self.ckpt = CheckpointManager(self.out_dir, keep=cfg.keep_checkpoints)
+        self.events: list[str] = []
+        self._stop_signal: int | None = None
+        self._sync_ready = False
+        self._bad_steps = 0
+        self.wandb_id: str | None = None
+        self.pad_id = 0
+
+    # ------------------------------------------------------------------ to override
+    def build(self) -> None:
+        """Create the role groups (``self.add_role``) and load data."""
+
+    def step(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def summary(self, history: list[dict]) -> list[str]:
+        return []
+
+    # ------------------------------------------------------------------ roles
+    def role_cfg(self, role: str) -> RoleConfig:
+        return self.cfg.roles.get(role) or RoleConfig()
+
+    def place(self) -> None:
+        from rlcustom.scheduler.placement import place_roles
+
+        init_ray(self.cfg.cluster)
+        roles = {r: self.role_cfg(r) for r in self.roles_used}
+        roles.update({r: rc for r, rc in self.cfg.roles.items() if r in self.roles_used})
+        self.placements = place_roles(roles, timeout_s=self.cfg.cluster.placement_timeout_s)
+
+    def add_role(self, role: str, cls: type, args_for: Callable[[int], tuple[tuple, dict]]) -> RoleGroup:
+        rc = self.role_cfg(role)
+        group = make_group(role, cls, self.placements[role], args_for=args_for, max_restarts=rc.max_restarts)
+        self.groups[role] = group
+        return group
+
+    def wait_roles_ready(self, timeout_s: float = 900.0) -> None:
+        for g in self.groups.values():
+            g.wait_ready(timeout_s)
+
+    # ------------------------------------------------------------------ weight sync
+    def sync_weights(self, learner: str = "learner", rollout: str = "rollout") -> dict[str, float]:
+        """Learner rank 0 -> every rollout replica; LoRA runs send only the adapter."""
+        lg, rg = self.groups[learner], self.groups[rollout]
+        adapter_only = self.cfg.model.lora is not None
+        t0 = time.perf_counter()
+        if self.cfg.sync == "object_store":
+            ref = lg.actors[0].get_weights.remote(adapter_only)
+            rg.get([a.load_weights.remote(ref, adapter_only) for a in rg.actors], "sync (object store)")
+            return {"timing/sync_s": time.perf_counter() - t0}
+        if not self._sync_ready:
+            self._setup_sync_group(lg, rg)
+        meta = lg.get(lg.actors[0].sync_meta.remote(adapter_only), "sync meta")
+        refs = [lg.actors[0].sync_send.remote(adapter_only)]
+        if self.role_cfg(learner).zero_stage == 3:  # ZeRO-3 gathers are collective across learner ranks
+            refs += [a.sync_gather_only.remote(adapter_only) for a in lg.actors[1:]]
+        refs += [a.sync_recv.remote(meta, adapter_only) for a in rg.actors]
+        stats = rg.get(refs, "weight sync")
+        return {"timing/sync_s": time.perf_counter() - t0, "system/sync_bytes": stats[0].get("sync/bytes", 0.0)}
+
+    def _setup_sync_group(self, lg: RoleGroup, rg: RoleGroup) -> None:
+        info = lg.get(lg.actors[0].ready.remote(), "learner ready")
+        host = info.get("ip") or "127.0.0.1"
+        port, world = free_port(), 1 + len(rg)
+        refs = [lg.actors[0].init_sync_group.remote(host, port, world, 0)]
+        refs += [a.init_sync_group.remote(host, port, world, i + 1) for i, a in enumerate(rg.actors)]
+        lg.get(refs, "sync group set-up")
+        self._sync_ready = True
+
+    def generate(self, prompts: list, params, rollout: str = "rollout", attempts: int = 3):
+        """Prompts split over rollout replicas; a crashed replica costs a retry of this call only."""
+        from ray.exceptions import RayActorError
+
+        from rlcustom.engines.base import Rollouts
+        from rlcustom.scheduler.runtime import shard_rows
+
+        rg = self.groups[rollout]
+        for attempt in range(attempts):
+            try:
+                parts = shard_rows(len(prompts), len(rg))
+                refs = [a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i))
+                        for i, (a, s) in enumerate(zip(rg.actors, parts)) if s.stop > s.start]
+                return Rollouts.concat(rg.get(refs, "generate"))
+            except RayActorError as e:
+                self.event(f"step {self.step_idx}: rollout actor died ({type(e).__name__}); "
+                           f"retrying the generate call after a weight re-sync (attempt {attempt + 2}/{attempts})")
+                rg.wait_ready(600)  # Ray restarts it (max_restarts); its weights are the initial ones
+                self._sync_ready = False
+                if "learner" in self.groups:
+                    self.sync_weights(rollout=rollout)
+        raise RLCustomError(f"rollout failed {attempts} times in step {self.step_idx}")
+
+    def learner_train(self, batch: dict, loss: str, learner: str = "learner", **kw) -> dict[str, float]:
+        """Rows split across learner ranks (data parallel); stats averaged over ranks."""
+        from rlcustom.scheduler.runtime import shard_batch
+
+        lg = self.groups[learner]
+        shards = shard_batch(batch, len(lg))
+        stats = lg.get([a.train_step.remote(s, loss, **kw) for a, s in zip(lg.actors, shards)], f"{learner}.train_step")
+        keys = set().union(*stats)
+        return {k: sum(s.get(k, 0.0) for s in stats) / len(stats) for k in keys}
+
+    def check_sync(self, ro, learner: str = "learner", rollout: str = "rollout") -> dict[str, float]:
+        """Max |log-prob difference| between rollout engine and learner on the first sample."""
+        from rlcustom.engines.base import Rollouts
+
+        one = ro.select([0])
+        lg, rg = self.groups[learner], self.groups[rollout]
+        eng = rg.get(rg.actors[0].logprobs_of.remote(one.prompt_ids, one.response_ids), "rollout logprobs")
+        batch = Rollouts(one.prompt_ids, one.response_ids, eng, ["length"], [0]).padded(self.pad_id)
+        ln = lg.get(lg.actors[0].forward_logprobs.remote(batch), "learner logprobs")
+        diff = max(abs(a - b) for a, b in zip(eng[0], ln[0, : len(eng[0])].tolist())) if eng[0] else 0.0
+        return {"system/sync_max_logprob_diff": float(diff)}
+
+    def event(self, msg: str) -> None:
+        self.events.append(msg)
+        print(f"[rlcustom] {msg}", flush=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        def write_roles(tmp: Path) -> None:
+            refs = []
+            for role in self.stateful_roles:
+                if role in self.groups:
+                    g = self.groups[role]
+                    refs += [a.save.remote(str(tmp / role)) for a in g.actors]
+            if refs:
+                next(iter(self.groups.values())).get(refs, "checkpoint save")
+
+        state = {"step": self.step_idx, "trainer": self.state_dict(), "wandb_id": self.wandb_id,
+                 "config": to_dict(self.cfg)}
+        path = self.ckpt.save(self.step_idx, state, write_roles)
+        return path
+
+    def maybe_resume(self) -> Path | None:
+        r = self.cfg.resume
+        if r == "never":
+            return None
+        path = self.ckpt.latest() if r == "auto" else Path(r)
+        if path is None:
+            return None
+        if not (path / "trainer_state.json").is_file():
+            raise RLCustomError(f"resume: {path} is not a checkpoint (no trainer_state.json)")
+        state = self.ckpt.load_state(path)
+        for role in self.stateful_roles:
+            if role in self.groups and (path / role).exists():
+                g = self.groups[role]
+                g.get([a.load.remote(str(path / role)) for a in g.actors], f"{role} load")
+        self.step_idx = int(state["step"])
+        self.wandb_id = state.get("wandb_id")
+        self.load_state_dict(state.get("trainer", {}))
+        self.event(f"resumed from {path} at step {self.step_idx}")
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop_signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        self.event(f"received {signal.Signals(signum).name}: finishing step {self.step_idx + 1}, then checkpoint")
+
+    def fit(self) -> dict[str, Any]:
+        from rlcustom.tracking import Tracker, progress
+
+        prev = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        for s in prev:
+            signal.signal(s, self._on_signal)
+        tracker = None
+        try:
+            self.place()
+            self.build()
+            self.wait_roles_ready()
+            self.maybe_resume()
+            if "learner" in self.groups and "rollout" in self.groups and self.step_idx > 0:
+                self.sync_weights()  # a resumed learner's weights go to fresh engines
+            tracker = Tracker(self.cfg.tracking, self.out_dir, config=to_dict(self.cfg), run_id=self.wandb_id)
+            tracker.start()
+            self.wandb_id = tracker.run_id
+            bar = progress(total=self.cfg.steps, initial=self.step_idx, desc=self.name, unit="step")
+            while self.step_idx < self.cfg.steps:
+                stats = self.step()
+                self.step_idx += 1
+                self._check_finite(stats)
+                tracker.log(stats, step=self.step_idx)
+                bar.update(1)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(stats.items())[:3]})
+                if self.cfg.save_every and self.step_idx % self.cfg.save_every == 0:
+                    self.save_checkpoint()
+                if self._stop_signal is not None:
+                    path = self.save_checkpoint()
+                    raise Interrupted(f"stopped by {signal.Signals(self._stop_signal).name} at step "
+                                      f"{self.step_idx}; checkpoint {path} (resume: run the same command)")
+            bar.close()
+            path = self.save_checkpoint()
+            lines = [f"{self.name}: {self.step_idx} steps done; checkpoint {path}"] + self.summary(tracker.history)
+            lines += self.events[-5:] + [tracker.summary_line()]
+            return {"history": tracker.history, "checkpoint": str(path), "summary": "\n".join(lines),
+                    "events": self.events}
+        except NonFiniteError as e:
+            path = self.save_checkpoint() if self.groups else None
+            raise NonFiniteError(f"{e}; last good state saved at {path}") from None
+        except KeyboardInterrupt:
+            if self.groups:
+                self.save_checkpoint()
+            raise
+        finally:
+            if tracker is not None:
+                tracker.finish(exit_code=0 if self._stop_signal is None else 1)
+            for s, h in prev.items():
+                signal.signal(s, h)
+            self.shutdown()
+
+    def _check_finite(self, stats: dict[str, float]) -> None:
+        import math
+
+        bad = [k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v)]
+        skipped = stats.get("train/skipped", 0.0) > 0 or bool(bad)
+        self._bad_steps = self._bad_steps + 1 if skipped else 0
+        if skipped:
+            self.event(f"step {self.step_idx}: non-finite values skipped ({', '.join(bad) or 'train loss/grad'})")
+        limit = self.cfg.optim.max_consecutive_nonfinite
+        if self._bad_steps >= limit:
+            raise NonFiniteError(f"{limit} consecutive steps with non-finite values "
+                                 f"(last: {', '.join(bad) or 'train loss/grad'})")
+
+    def shutdown(self) -> None:
+        import ray
+
+        from rlcustom.scheduler.placement import release
+
+        for g in self.groups.values():
+            for a in g.actors:
+                try:
+                    ray.kill(a)
+                except Exception:  # noqa: BLE001
+                    pass
+        self.groups = {}
+        if self.placements:
+            release(self.placements)
+            self.placements = {}
+
+
+def run_trainer(cfg) -> dict[str, Any]:
+    import rlcustom.trainers  # noqa: F401  (registers the built-in trainers)
+
+    cls = TRAINERS.get(cfg.trainer)
+    return cls(cfg).fit()

@@ -1,0 +1,96 @@
+"""Role builders shared by the trainers: each places one role's actors in its bundles."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rlcustom.trainers.base import Trainer
+
+
+def _threads(trainer: "Trainer", role: str) -> int:
+    return max(1, int(round(trainer.role_cfg(role).cpus)))
+
+
+def build_rollout(trainer: "Trainer", role: str = "rollout", model=None):
+    from actors.rollout import RolloutActor
+
+    rc, cfg = trainer.role_cfg(role), trainer.cfg
+    engine = rc.engine if rc.engine != "auto" else cfg.engine
+    group = trainer.add_role(role, RolloutActor, lambda i: (
+        (model or cfg.model,), {"engine": engine, "seed": cfg.seed, "rank": i, "num_threads": _threads(trainer, role),
+                                "engine_kwargs": ({"tensor_parallel_size": rc.tensor_parallel_size}
+                                                  if rc.tensor_parallel_size > 1 else {})}))
+    trainer.pad_id = group.get(group.actors[0].pad_id.remote(), "rollout pad id")
+    return group
+
+
+def build_learner(trainer: "Trainer", role: str = "learner", model=None):
+    from actors.learner import LearnerActor
+    from rlcustom.scheduler.runtime import free_port
+    from rlcustom.scheduler.weight_sync import WeightSyncMixin
+
+    cls = type("SyncedLearner", (LearnerActor, WeightSyncMixin), {})
+    rc, cfg = trainer.role_cfg(role), trainer.cfg
+    port = free_port()
+    return trainer.add_role(role, cls, lambda i: (
+        (model or cfg.model, cfg.optim),
+        {"rank": i, "world_size": rc.replicas, "master_addr": _master_addr(trainer, role), "master_port": port,
+         "zero_stage": rc.zero_stage, "offload_optimizer": rc.offload_optimizer, "offload_params": rc.offload_params,
+         "seed": cfg.seed}))
+
+
+def _master_addr(trainer: "Trainer", role: str) -> str:
+    """IP of the node that holds bundle 0 of the role (so ranks on other nodes can reach it)."""
+    import ray
+
+    node_id = trainer.placements[role].node_ids[0]
+    for n in ray.nodes():
+        if n.get("NodeID") == node_id and n.get("Alive"):
+            return n.get("NodeManagerAddress", "127.0.0.1")
+    return "127.0.0.1"
+
+
+def build_reward(trainer: "Trainer", role: str = "reward"):
+    from actors.reward import RewardActor
+
+    r, cfg = trainer.cfg.reward, trainer.cfg
+    return trainer.add_role(role, RewardActor, lambda i: (
+        (r.spec,), {"model_path": r.model_path, "url": r.url, "kwargs": dict(r.kwargs), "seed": cfg.seed,
+                    "tokenizer_path": cfg.model.path, "timeout_s": r.timeout_s, "max_retries": r.max_retries,
+                    "api_key_env": r.api_key_env}))
+
+
+def build_reference(trainer: "Trainer", role: str = "reference", model_path: str | None = None):
+    from actors.reference import ReferenceActor
+
+    cfg = trainer.cfg
+    return trainer.add_role(role, ReferenceActor, lambda i: (
+        (model_path or cfg.model.path,), {"dtype": cfg.model.dtype, "trust_remote_code": cfg.model.trust_remote_code,
+                                          "seed": cfg.seed}))
+
+
+def prompt_batch(trainer: "Trainer", n: int) -> list[list[int]]:
+    """The next ``n`` prompts (token ids) in a seeded order; position = step * n, so resume is exact."""
+    import random
+
+    if getattr(trainer, "_prompt_set", None) is None:
+        from rlcustom.data.prompting import build_prompts
+        from rlcustom.models.loading import load_tokenizer
+
+        tok = load_tokenizer(trainer.cfg.model.path, trust_remote_code=trainer.cfg.model.trust_remote_code)
+        ps = build_prompts(trainer.cfg.data, tok, seed=trainer.cfg.seed)
+        order = list(range(len(ps.ids)))
+        random.Random(trainer.cfg.seed).shuffle(order)
+        trainer._prompt_set, trainer._prompt_order = ps, order
+    ps, order = trainer._prompt_set, trainer._prompt_order
+    start = trainer.step_idx * n
+    return [ps.ids[order[(start + j) % len(order)]] for j in range(n)]
+
+
+def first_last(history: list[dict], key: str, k: int = 3) -> str:
+    vals = [h[key] for h in history if key in h]
+    if not vals:
+        return f"{key}: no values"
+    k = max(1, min(k, len(vals) // 2 or 1))
+    first, last = sum(vals[:k]) / k, sum(vals[-k:]) / k
+    return f"{key}: first {k} steps {first:.3f} -> last {k} steps {last:.3f} ({len(vals)} steps)"
