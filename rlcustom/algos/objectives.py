@@ -32,3 +32,49 @@ def sft(model, batch: dict, **_) -> tuple[torch.Tensor, dict]:
     lp = response_logprobs(model, batch)
     loss = -masked_mean(lp, batch["response_mask"])
     return loss, {"train/nll": float(loss)}
+
+
+@OBJECTIVES.register("ppo_clip")
+def ppo_clip(model, batch: dict, *, clip_eps: float = 0.2, clip_eps_high: float | None = None,
+             entropy_coef: float = 0.0, kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token",
+             **_) -> tuple[torch.Tensor, dict]:
+    """PPO clipped surrogate (Schulman et al. 2017, Eq. 7), optional entropy bonus and KL-to-reference loss.
+
+    ``batch`` carries ``logprobs`` (behaviour policy), ``advantages`` [B, T] and,
+    when ``kl_coef > 0``, ``ref_logprobs`` (KL as a loss term instead of a reward penalty).
+    """
+    from rlcustom.algos.kl import kl_loss
+    from rlcustom.algos.ppo import entropy_bonus, ppo_policy_loss
+
+    mask = batch["response_mask"]
+    need_logits = entropy_coef > 0
+    out = response_logprobs(model, batch, return_logits=need_logits)
+    lp, logits = out if need_logits else (out, None)
+    loss, st = ppo_policy_loss(lp, batch["logprobs"], batch["advantages"], mask, clip_eps=clip_eps,
+                               clip_eps_high=clip_eps_high, agg=agg)
+    stats = {f"train/{k}": float(v) for k, v in st.items()}
+    if entropy_coef > 0:
+        ent = entropy_bonus(logits, mask, agg=agg)
+        loss = loss - entropy_coef * ent
+        stats["train/entropy"] = float(ent)
+    if kl_coef > 0:
+        kl = kl_loss(lp, batch["ref_logprobs"], mask, estimator=kl_estimator, agg=agg)
+        loss = loss + kl_coef * kl
+        stats["train/kl_loss"] = float(kl)
+    return loss, stats
+
+
+@OBJECTIVES.register("dpo")
+def dpo(model, batch: dict, *, beta: float = 0.1, label_smoothing: float = 0.0, **_) -> tuple[torch.Tensor, dict]:
+    """DPO (Rafailov et al. 2023, Eq. 7). Rows are interleaved pairs: even rows chosen, odd rows the
+    rejected answer to the same prompt (so sharding by even row counts keeps pairs whole);
+    ``ref_logps`` [B] holds the reference model's sequence log-probs."""
+    from rlcustom.algos.preference import dpo_loss, sequence_logprobs
+
+    lp = response_logprobs(model, batch)
+    seq = sequence_logprobs(lp, batch["response_mask"])
+    if seq.shape[0] % 2:
+        raise ValueError("dpo: a batch shard has an odd number of rows; use even micro_batch_size and batch sizes")
+    ref = batch["ref_logps"]
+    loss, st = dpo_loss(seq[0::2], seq[1::2], ref[0::2], ref[1::2], beta=beta, label_smoothing=label_smoothing)
+    return loss, {f"train/{k}": float(v) for k, v in st.items()} | {"train/dpo_loss": float(loss)}
