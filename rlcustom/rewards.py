@@ -1,0 +1,206 @@
+"""Python reward functions: small, readable rules a config names by string.
+
+A reward function scores one sample::
+
+    fn(prompt: str, completion: str, *, response_ids: list[int], **kwargs) -> float
+
+``prompt``/``completion`` are text; ``response_ids`` are the generated token ids
+(the EOS token included when the sample stopped on it); ``kwargs`` come from the
+config (``reward.kwargs``). The built-in rules declare their keyword arguments
+explicitly, so a misspelt kwarg fails loudly (as a :class:`RewardFunctionError`
+naming the function and the sample) instead of being ignored.
+
+Add your own either by registering it::
+
+    from rlcustom.registry import REWARDS
+
+    @REWARDS.register("my_reward")
+    def my_reward(prompt, completion, *, response_ids, **kw) -> float: ...
+
+or by naming it in a config as ``"my_package.my_module:my_reward"``
+(:func:`resolve_reward`). Model rewards (a Bradley-Terry reward model, the
+length-normalised log-likelihood of L3M) and HTTP endpoints are served by
+:class:`rlcustom.actors.reward.RewardActor` (``actors/reward.py`` in the repository).
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+from rlcustom.errors import RLCustomError
+from rlcustom.registry import REWARDS
+
+__all__ = [
+    "RewardFunctionError", "RewardSpecError", "resolve_reward", "apply_reward", "check_reward_value",
+    "length_tokens", "length_words", "count_token", "contains", "politeness", "no_refusal",
+]
+
+RewardFn = Callable[..., float]
+
+
+class RewardFunctionError(RLCustomError, RuntimeError):
+    """A reward raised or returned something that is not a finite number; names the reward and the sample."""
+
+
+class RewardSpecError(RLCustomError, ValueError):
+    """A reward spec names nothing that can be found or imported; names the spec."""
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def resolve_reward(spec: str | RewardFn) -> RewardFn:
+    """A reward function from a registered name (``"length_tokens"``) or ``"module.path:function"``.
+
+    ``function`` may be dotted (``"pkg.mod:Class.method"``). A callable is returned
+    unchanged. Errors are :class:`RewardSpecError` naming ``spec``.
+    """
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise RewardSpecError(f"reward spec must be a registered name or 'module.path:function', got {spec!r}")
+    spec = spec.strip()
+    if spec in REWARDS:
+        return REWARDS.get(spec)
+    if ":" not in spec:
+        try:
+            REWARDS.get(spec)  # for the close-match hint
+        except KeyError as e:
+            raise RewardSpecError(f"reward {spec!r}: {e.args[0]}; or give 'module.path:function'") from None
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise RewardSpecError(f"reward {spec!r}: expected 'module.path:function'")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is reported the same way
+        raise RewardSpecError(f"reward {spec!r}: cannot import module {mod_name!r}: {type(e).__name__}: {e}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise RewardSpecError(f"reward {spec!r}: module {mod_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise RewardSpecError(f"reward {spec!r}: {attr!r} is a {type(obj).__name__}, not a function")
+    return obj
+
+
+def reward_name(spec: str | RewardFn) -> str:
+    if isinstance(spec, str):
+        return spec
+    return getattr(spec, "__qualname__", None) or getattr(spec, "__name__", None) or repr(spec)
+
+
+def check_reward_value(value: Any, name: str, index: int) -> float:
+    """``float(value)`` or a :class:`RewardFunctionError` naming the reward and sample."""
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise RewardFunctionError(
+            f"reward {name!r} failed on sample {index}: returned {value!r} ({type(value).__name__}), "
+            "expected a number") from None
+    if not math.isfinite(out):
+        raise RewardFunctionError(
+            f"reward {name!r} failed on sample {index}: returned non-finite value {out} (rewards must be finite)")
+    return out
+
+
+def apply_reward(
+    spec: str | RewardFn,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    response_ids: Sequence[Sequence[int]],
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    name: str | None = None,
+) -> list[float]:
+    """Score each sample with one reward function; errors name the reward and the sample index.
+
+    An exception inside the function becomes ``reward 'NAME' failed on sample I:
+    ExcType: message`` (the original is chained as ``__cause__``); a NaN/inf or
+    non-numeric return value is reported the same way.
+    """
+    fn = resolve_reward(spec)
+    name = name or reward_name(spec)
+    if not (len(prompts) == len(completions) == len(response_ids)):
+        raise ValueError(f"reward {name!r}: got {len(prompts)} prompts, {len(completions)} completions and "
+                         f"{len(response_ids)} response_ids; they must be equally long")
+    kw = dict(kwargs or {})
+    out: list[float] = []
+    for i, (p, c, ids) in enumerate(zip(prompts, completions, response_ids)):
+        try:
+            value = fn(p, c, response_ids=list(ids), **kw)
+        except RewardFunctionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - user code: any failure is reported with its sample
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise RewardFunctionError(f"reward {name!r} failed on sample {i}: {type(e).__name__}: {msg}") from e
+        out.append(check_reward_value(value, name, i))
+    return out
+
+
+# --------------------------------------------------------------------------- rule rewards
+
+
+@REWARDS.register("length_tokens")
+def length_tokens(prompt: str, completion: str, *, response_ids: Sequence[int], scale: float = 1.0) -> float:
+    """``scale * |y|``: the number of response tokens (EOS included when the sample stopped on it).
+
+    L3M's length constraints (Sec. 6.2) are ``r_1 = |y| >= l_low`` and
+    ``r_2 = -|y| >= -l_high``: use ``scale=-1`` for the second.
+    """
+    return float(scale) * len(response_ids)
+
+
+@REWARDS.register("length_words")
+def length_words(prompt: str, completion: str, *, response_ids: Sequence[int] = (), scale: float = 1.0) -> float:
+    """``scale *`` the number of whitespace-separated words of the completion."""
+    return float(scale) * len(completion.split())
+
+
+@REWARDS.register("count_token")
+def count_token(prompt: str, completion: str, *, response_ids: Sequence[int], token_id: int | Sequence[int]) -> float:
+    """How many times ``token_id`` (or any of a list of ids) occurs in ``response_ids``."""
+    ids = {int(token_id)} if isinstance(token_id, (int, float)) else {int(t) for t in token_id}
+    return float(sum(1 for t in response_ids if t in ids))
+
+
+@REWARDS.register("contains")
+def contains(prompt: str, completion: str, *, response_ids: Sequence[int] = (), text: str,
+             case_sensitive: bool = True) -> float:
+    """1.0 if ``text`` occurs in the completion, else 0.0."""
+    if not case_sensitive:
+        return float(text.lower() in completion.lower())
+    return float(text in completion)
+
+
+POLITE_PHRASES = ("please", "thank you", "thanks", "sorry", "appreciate", "kindly", "you're welcome",
+                  "you are welcome", "excuse me", "pardon")
+_POLITE_RE = re.compile(r"\b(" + "|".join(re.escape(p) for p in POLITE_PHRASES) + r")\b", re.IGNORECASE)
+
+
+@REWARDS.register("politeness")
+def politeness(prompt: str, completion: str, *, response_ids: Sequence[int] = (), cap: int | None = None) -> float:
+    """Number of polite phrases in the completion (whole words, case-insensitive; see ``POLITE_PHRASES``),
+    at most ``cap`` when given. "Thank you, thanks!" scores 2."""
+    n = len(_POLITE_RE.findall(completion))
+    return float(n if cap is None else min(n, int(cap)))
+
+
+REFUSAL_PHRASES = ("i can't", "i cannot", "i can not", "i won't", "i will not", "i'm not able to",
+                   "i am not able to", "i'm unable to", "i am unable to", "as an ai", "i'm sorry, but",
+                   "i am sorry, but")
+
+
+def _normalise_quotes(s: str) -> str:
+    return s.replace("\u2019", "'").replace("\u2018", "'")
+
+
+@REWARDS.register("no_refusal")
+def no_refusal(prompt: str, completion: str, *, response_ids: Sequence[int] = ()) -> float:
+    """1.0 unless the completion contains a refusal phrase (``REFUSAL_PHRASES``, case-insensitive), else 0.0."""
+    c = _normalise_quotes(completion).lower()
+    return 0.0 if any(p in c for p in REFUSAL_PHRASES) else 1.0
