@@ -51,6 +51,7 @@ class Trainer:
         self._bad_steps = 0
         self.wandb_id: str | None = None
         self.pad_id = 0
+        self.samples: tuple | None = None
 
     # ------------------------------------------------------------------ to override
     def build(self) -> None:
@@ -152,6 +153,30 @@ class Trainer:
         keys = set().union(*stats)
         return {k: sum(s.get(k, 0.0) for s in stats) / len(stats) for k in keys}
 
+    def scatter(self, role: str, method: str, payload, *args, **kwargs) -> list:
+        """Split rows of ``payload`` (a batch dict or Rollouts) over the role's replicas; returns futures."""
+        from rlcustom.engines.base import Rollouts
+        from rlcustom.scheduler.runtime import shard_batch, shard_rows
+
+        g = self.groups[role]
+        if isinstance(payload, Rollouts):
+            parts = [payload.select(range(s.start, s.stop)) for s in shard_rows(len(payload), len(g))]
+        else:
+            parts = shard_batch(payload, len(g))
+        return [getattr(a, method).remote(p, *args, **kwargs) for a, p in zip(g.actors, parts) if len(_rows(p))]
+
+    def gather(self, role: str, refs: list, what: str):
+        """Concatenate per-replica results of :meth:`scatter` (tensors on dim 0, lists by extension)."""
+        import torch
+
+        parts = self.groups[role].get(refs, what)
+        if parts and isinstance(parts[0], torch.Tensor):
+            width = max(p.shape[1] for p in parts) if parts[0].dim() > 1 else None
+            if width is not None:
+                parts = [torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]
+            return torch.cat(parts)
+        return [x for p in parts for x in p]
+
     def check_sync(self, ro, learner: str = "learner", rollout: str = "rollout") -> dict[str, float]:
         """Max |log-prob difference| between rollout engine and learner on the first sample."""
         from rlcustom.engines.base import Rollouts
@@ -234,6 +259,9 @@ class Trainer:
                 self.step_idx += 1
                 self._check_finite(stats)
                 tracker.log(stats, step=self.step_idx)
+                if self.samples is not None:  # (prompts, completions, rewards) set by the step
+                    tracker.log_samples(self.step_idx, *self.samples)
+                    self.samples = None
                 bar.update(1)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(stats.items())[:3]})
                 if self.cfg.save_every and self.step_idx % self.cfg.save_every == 0:
@@ -290,6 +318,15 @@ class Trainer:
         if self.placements:
             release(self.placements)
             self.placements = {}
+
+
+def _rows(payload) -> range:
+    import torch
+
+    if isinstance(payload, dict):
+        t = next(v for v in payload.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
+        return range(t.shape[0])
+    return range(len(payload))
 
 
 def run_trainer(cfg) -> dict[str, Any]:

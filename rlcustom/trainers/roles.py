@@ -12,7 +12,7 @@ def _threads(trainer: "Trainer", role: str) -> int:
 
 
 def build_rollout(trainer: "Trainer", role: str = "rollout", model=None):
-    from actors.rollout import RolloutActor
+    from rlcustom.actors.rollout import RolloutActor
 
     rc, cfg = trainer.role_cfg(role), trainer.cfg
     engine = rc.engine if rc.engine != "auto" else cfg.engine
@@ -25,7 +25,7 @@ def build_rollout(trainer: "Trainer", role: str = "rollout", model=None):
 
 
 def build_learner(trainer: "Trainer", role: str = "learner", model=None):
-    from actors.learner import LearnerActor
+    from rlcustom.actors.learner import LearnerActor
     from rlcustom.scheduler.runtime import free_port
     from rlcustom.scheduler.weight_sync import WeightSyncMixin
 
@@ -51,7 +51,7 @@ def _master_addr(trainer: "Trainer", role: str) -> str:
 
 
 def build_reward(trainer: "Trainer", role: str = "reward"):
-    from actors.reward import RewardActor
+    from rlcustom.actors.reward import RewardActor
 
     r, cfg = trainer.cfg.reward, trainer.cfg
     return trainer.add_role(role, RewardActor, lambda i: (
@@ -61,7 +61,7 @@ def build_reward(trainer: "Trainer", role: str = "reward"):
 
 
 def build_reference(trainer: "Trainer", role: str = "reference", model_path: str | None = None):
-    from actors.reference import ReferenceActor
+    from rlcustom.actors.reference import ReferenceActor
 
     cfg = trainer.cfg
     return trainer.add_role(role, ReferenceActor, lambda i: (
@@ -94,3 +94,14 @@ def first_last(history: list[dict], key: str, k: int = 3) -> str:
     k = max(1, min(k, len(vals) // 2 or 1))
     first, last = sum(vals[:k]) / k, sum(vals[-k:]) / k
     return f"{key}: first {k} steps {first:.3f} -> last {k} steps {last:.3f} ({len(vals)} steps)"
+
+
+def build_value(trainer: "Trainer", role: str = "critic", *, model_path: str | None = None, lr: float | None = None,
+                num_layers: int | None = None):
+    from rlcustom.actors.value import ValueActor
+
+    cfg = trainer.cfg
+    return trainer.add_role(role, ValueActor, lambda i: (
+        (model_path or cfg.model.path, cfg.optim), {"dtype": cfg.model.dtype, "lr": lr, "num_layers": num_layers,
+                                                    "seed": cfg.seed, "rank": i,
+                                                    "num_threads": _threads(trainer, role)}))

@@ -1,0 +1,127 @@
+"""PPO with a learned critic (Schulman et al. 2017; Ouyang et al. 2022 for the RLHF set-up).
+
+KL to the reference is a per-token reward penalty (``kl_mode: reward``,
+Ziegler et al. 2019) or a loss term (``kl_mode: loss``, as in GRPO). With
+``advantage: grpo`` or ``rloo`` there is no critic role (group baselines).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from rlcustom.config import non_negative, positive, register_section, unit_interval
+from rlcustom.trainers.base import Trainer, register_trainer
+from rlcustom.trainers.roles import (build_learner, build_reference, build_reward, build_rollout, build_value,
+                                     first_last, prompt_batch)
+
+
+@register_section("ppo")
+@dataclass(frozen=True)
+class PPOConfig:
+    prompts_per_step: int = field(default=8, metadata=positive)  # prompts per step (x sampling.n samples)
+    ppo_epochs: int = field(default=1, metadata=positive)  # optimisation passes over each batch
+    clip_eps: float = field(default=0.2, metadata=positive)  # policy ratio clip
+    value_clip_eps: float = field(default=0.2, metadata=positive)  # critic clip around old values
+    gamma: float = field(default=1.0, metadata=unit_interval)
+    lam: float = field(default=0.95, metadata=unit_interval)  # GAE lambda
+    advantage: str = "gae"  # gae (critic) | grpo | rloo | reinforce | any registered estimator
+    whiten_advantages: bool = True
+    kl_coef: float = field(default=0.05, metadata=non_negative)  # initial KL coefficient beta
+    kl_target: float | None = None  # set for the adaptive controller (Ziegler et al. 2019)
+    kl_horizon: int = field(default=10000, metadata=positive)
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    kl_mode: Literal["reward", "loss"] = "reward"
+    entropy_coef: float = field(default=0.0, metadata=non_negative)
+    agg: Literal["token", "seq", "seq_sum"] = "token"  # loss aggregation
+    critic_lr: float | None = None  # default: optim.lr
+    critic_layers: int | None = None  # a smaller critic: the first N layers of the policy
+    recompute_logprobs: bool = True  # behaviour log-probs from the learner (exact) instead of the engine
+
+
+@register_trainer("ppo")
+class PPOTrainer(Trainer):
+    """One step: generate -> score (reward, reference, critic) -> GAE -> PPO update -> sync."""
+
+    @property
+    def roles_used(self):  # type: ignore[override]
+        return ("rollout", "learner", "reference", "reward") + (("critic",) if self.cfg.algo.advantage == "gae" else ())
+
+    @property
+    def stateful_roles(self):  # type: ignore[override]
+        return ("learner", "critic")
+
+    def build(self) -> None:
+        from rlcustom.algos.kl import AdaptiveKLController, FixedKLController
+
+        a = self.cfg.algo
+        self.rollout, self.learner = build_rollout(self), build_learner(self)
+        self.reference, self.reward = build_reference(self), build_reward(self)
+        if "critic" in self.roles_used:
+            build_value(self, "critic", lr=a.critic_lr, num_layers=a.critic_layers)
+        self.kl_ctl = (AdaptiveKLController(a.kl_coef, a.kl_target, a.kl_horizon) if a.kl_target
+                       else FixedKLController(a.kl_coef))
+
+    def step(self) -> dict[str, float]:
+        import rlcustom.algos.advantages  # noqa: F401  (registers the estimators)
+        from rlcustom.algos.advantages import whiten_advantages
+        from rlcustom.algos.kl import get_kl_estimator, kl_penalty_rewards
+        from rlcustom.algos.masked import masked_mean
+        from rlcustom.registry import ADV_ESTIMATORS
+
+        a, critic = self.cfg.algo, "critic" in self.groups
+        with self.timer("generate"):
+            ro = self.generate(prompt_batch(self, a.prompts_per_step),
+                               self.cfg.sampling.params(seed=self.cfg.seed * 100003 + self.step_idx))
+        batch = ro.padded(self.pad_id)
+        mask = batch["response_mask"]
+        with self.timer("score"):  # all scorers run at once, on their own actors
+            refs = {"score": self.scatter("reward", "score", ro), "ref": self.scatter("reference", "logprobs", batch)}
+            if critic:
+                refs["values"] = self.scatter("critic", "values", batch)
+            if a.recompute_logprobs:
+                refs["old"] = self.scatter("learner", "forward_logprobs", batch)
+            scores = torch.tensor(self.gather("reward", refs["score"], "reward"), dtype=torch.float32)
+            ref_lp = self.gather("reference", refs["ref"], "reference")
+            values = self.gather("critic", refs["values"], "critic") if critic else None
+            old_lp = self.gather("learner", refs["old"], "learner logprobs") if a.recompute_logprobs else batch["logprobs"]
+        kl_tok = get_kl_estimator(a.kl_estimator)(old_lp, ref_lp) * mask
+        beta = self.kl_ctl.value if a.kl_mode == "reward" else 0.0
+        token_rewards = kl_penalty_rewards(scores, old_lp, ref_lp, mask, beta, estimator=a.kl_estimator)
+        adv, ret = ADV_ESTIMATORS.get(a.advantage)(
+            token_rewards=token_rewards, values=values, mask=mask, scores=scores,
+            group_ids=torch.tensor(ro.prompt_index), gamma=a.gamma, lam=a.lam)
+        if a.whiten_advantages:
+            adv = whiten_advantages(adv, mask)
+        batch |= {"logprobs": old_lp, "advantages": adv, "ref_logprobs": ref_lp}
+        with self.timer("train"):
+            for _ in range(a.ppo_epochs):
+                stats = self.learner_train(batch, "ppo_clip", clip_eps=a.clip_eps, entropy_coef=a.entropy_coef,
+                                           kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0,
+                                           kl_estimator=a.kl_estimator, agg=a.agg)
+                if critic:
+                    stats |= self.groups["critic"].run("train_step", batch | {"returns": ret, "old_values": values},
+                                                       "value_clip", clip_eps=a.value_clip_eps)[0]
+        with self.timer("sync"):
+            stats |= self.sync_weights()
+        kl_seq = float((kl_tok.sum(1)).mean())
+        self.kl_ctl.update(kl_seq, len(ro))
+        if self.step_idx % self.cfg.tracking.samples_every == 0:
+            self.samples = (ro.prompts or [str(p) for p in ro.prompt_ids], ro.texts, scores.tolist())
+        return stats | self.timer.summary() | {
+            "reward/mean": float(scores.mean()), "reward/std": float(scores.std()) if len(scores) > 1 else 0.0,
+            "kl/seq_mean": kl_seq, "kl/coef": float(self.kl_ctl.value),
+            "rollout/response_len": float(mask.sum(1).mean()),
+            "train/advantage_mean": float(masked_mean(adv, mask)),
+        }
+
+    def state_dict(self) -> dict:
+        return {"kl_coef": float(self.kl_ctl.value)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "kl_coef" in state:
+            self.kl_ctl.value = state["kl_coef"]
+
+    def summary(self, history: list[dict]) -> list[str]:
+        return [first_last(history, "reward/mean"), first_last(history, "kl/seq_mean")]
