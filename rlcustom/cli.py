@@ -217,6 +217,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import rlcustom.cli_cluster  # noqa: F401  (registers submit, jobs)
+
     parser = argparse.ArgumentParser(prog="rlcustom", description="Distributed RL for language models on Ray.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_, configure, fn) in COMMANDS.items():
@@ -243,4 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run through the imported module, so commands registered by other modules land in the same table
+    from rlcustom.cli import main as _main
+
+    sys.exit(_main())

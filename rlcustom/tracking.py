@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
+# whole name parts only: WANDB_API_KEY, HF_TOKEN, db.password -- not TOKENIZERS_PARALLELISM
+SECRET_KEY = re.compile(r"(^|[_\-.])(api[_-]?key|token|secret|password|passwd|credentials?|auth)($|[_\-.])", re.I)
 NAMESPACES = ("rollout/", "train/", "reward/", "constraint/", "timing/", "system/", "eval/", "value/", "kl/")
 
 
