@@ -98,11 +98,15 @@ def run_generation(cfg, out_path: str | None = None, batch_size: int = 8) -> dic
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = Path(out_path) if out_path else out_dir / "generations.jsonl"
+    from rlcustom.models.loading import load_tokenizer
+
+    # data errors surface before the (slow) model load
+    prompts = build_prompts(cfg.data, load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code),
+                            seed=cfg.seed)
     t0 = time.perf_counter()
     engine = make_engine(cfg.engine, cfg.model.path, dtype=cfg.model.dtype, seed=cfg.seed,
                          trust_remote_code=cfg.model.trust_remote_code)
     t_load = time.perf_counter() - t0
-    prompts = build_prompts(cfg.data, engine.tokenizer, seed=cfg.seed)
     params = cfg.sampling.params(seed=cfg.seed)
     n_tokens, rows, t_gen = 0, [], 0.0
     with Tracker(cfg.tracking, out_dir, config=to_dict(cfg)) as tracker:
@@ -228,9 +232,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars and one-line errors are the output; keep library chatter out of it."""
+    import logging
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as tlog
+
+        tlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+    except ImportError:
+        pass
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # overrides may also come after options: `rlcustom generate cfg.yaml --out x.jsonl seed=3`
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

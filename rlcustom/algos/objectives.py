@@ -78,3 +78,19 @@ def dpo(model, batch: dict, *, beta: float = 0.1, label_smoothing: float = 0.0, 
     ref = batch["ref_logps"]
     loss, st = dpo_loss(seq[0::2], seq[1::2], ref[0::2], ref[1::2], beta=beta, label_smoothing=label_smoothing)
     return loss, {f"train/{k}": float(v) for k, v in st.items()} | {"train/dpo_loss": float(loss)}
+
+
+@OBJECTIVES.register("bt_reward")
+def bt_reward(model, batch: dict, *, margin: float | None = None, **_) -> tuple[torch.Tensor, dict]:
+    """Bradley-Terry reward-model loss (Ouyang et al. 2022, Eq. 1) on interleaved (chosen, rejected) rows;
+    ``model`` returns one scalar per sequence (a :class:`~rlcustom.models.heads.RewardModel`)."""
+    from rlcustom.algos.preference import bradley_terry_loss
+    from rlcustom.models.forward import position_ids
+
+    scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=position_ids(batch["attention_mask"]))
+    if scores.shape[0] % 2:
+        raise ValueError("bt_reward: a batch shard has an odd number of rows; use even micro_batch_size")
+    loss, acc = bradley_terry_loss(scores[0::2], scores[1::2], margin=margin)
+    return loss, {"train/bt_loss": float(loss), "train/pair_accuracy": float(acc),
+                  "train/reward_margin": float((scores[0::2] - scores[1::2]).mean())}
