@@ -12,8 +12,9 @@ import torch
 from rlcustom.models.embedded import embedded_tokenizer_dir
 
 
-def tiny_config(vocab_size: int = 49152, *, layers: int = 2, hidden: int = 64, heads: int = 4,
-                kv_heads: int = 2, intermediate: int = 128, max_positions: int = 1024, **kw):
+# heads=2 of width 64 -> head size 32, the smallest vLLM's CPU attention kernel accepts.
+def tiny_config(vocab_size: int = 49152, *, layers: int = 2, hidden: int = 64, heads: int = 2,
+                kv_heads: int = 1, intermediate: int = 128, max_positions: int = 1024, **kw):
     from transformers import LlamaConfig
 
     return LlamaConfig(
