@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from actors.base import ActorBase
+from rlcustom.actors.base import ActorBase
 from rlcustom.engines.base import Rollouts, SamplingParams
 from rlcustom.scheduler.weight_sync import WeightSyncMixin
 

@@ -23,7 +23,7 @@ def reinforce(model, batch: dict, **_) -> tuple[torch.Tensor, dict]:
     if adv.dim() == 1:
         adv = adv[:, None].expand_as(lp)
     loss = -masked_mean(adv * lp, mask)
-    return loss, {"train/pg_loss": float(loss), "train/logprob": float(masked_mean(lp.detach(), mask))}
+    return loss, {"train/pg_loss": float(loss.detach()), "train/logprob": float(masked_mean(lp.detach(), mask))}
 
 
 @OBJECTIVES.register("sft")
@@ -31,7 +31,7 @@ def sft(model, batch: dict, **_) -> tuple[torch.Tensor, dict]:
     """Next-token NLL of the response tokens only (prompt masked out)."""
     lp = response_logprobs(model, batch)
     loss = -masked_mean(lp, batch["response_mask"])
-    return loss, {"train/nll": float(loss)}
+    return loss, {"train/nll": float(loss.detach())}
 
 
 @OBJECTIVES.register("ppo_clip")
@@ -77,7 +77,10 @@ def dpo(model, batch: dict, *, beta: float = 0.1, label_smoothing: float = 0.0, 
         raise ValueError("dpo: a batch shard has an odd number of rows; use even micro_batch_size and batch sizes")
     ref = batch["ref_logps"]
     loss, st = dpo_loss(seq[0::2], seq[1::2], ref[0::2], ref[1::2], beta=beta, label_smoothing=label_smoothing)
-    return loss, {f"train/{k}": float(v) for k, v in st.items()} | {"train/dpo_loss": float(loss)}
+    return loss, {f"train/{k}": float(v) for k, v in st.items()} | {"train/dpo_loss": float(loss.detach())}
+
+
+dpo.weighting = "rows"  # a sequence-level loss: micro-batches weigh by rows, not tokens
 
 
 @OBJECTIVES.register("bt_reward")
@@ -92,5 +95,8 @@ def bt_reward(model, batch: dict, *, margin: float | None = None, **_) -> tuple[
     if scores.shape[0] % 2:
         raise ValueError("bt_reward: a batch shard has an odd number of rows; use even micro_batch_size")
     loss, acc = bradley_terry_loss(scores[0::2], scores[1::2], margin=margin)
-    return loss, {"train/bt_loss": float(loss), "train/pair_accuracy": float(acc),
+    return loss, {"train/bt_loss": float(loss.detach()), "train/pair_accuracy": float(acc),
                   "train/reward_margin": float((scores[0::2] - scores[1::2]).mean())}
+
+
+bt_reward.weighting = "rows"

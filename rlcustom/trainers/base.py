@@ -185,7 +185,8 @@ class Trainer:
         lg, rg = self.groups[learner], self.groups[rollout]
         eng = rg.get(rg.actors[0].logprobs_of.remote(one.prompt_ids, one.response_ids), "rollout logprobs")
         batch = Rollouts(one.prompt_ids, one.response_ids, eng, ["length"], [0]).padded(self.pad_id)
-        ln = lg.get(lg.actors[0].forward_logprobs.remote(batch), "learner logprobs")
+        ranks = lg.actors if self.role_cfg(learner).zero_stage == 3 else lg.actors[:1]  # ZeRO-3: collective
+        ln = lg.get([a.forward_logprobs.remote(batch) for a in ranks], "learner logprobs")[0]
         diff = max(abs(a - b) for a, b in zip(eng[0], ln[0, : len(eng[0])].tolist())) if eng[0] else 0.0
         return {"system/sync_max_logprob_diff": float(diff)}
 
@@ -272,7 +273,13 @@ class Trainer:
                                       f"{self.step_idx}; checkpoint {path} (resume: run the same command)")
             bar.close()
             path = self.save_checkpoint()
-            lines = [f"{self.name}: {self.step_idx} steps done; checkpoint {path}"] + self.summary(tracker.history)
+            lines = [f"{self.name}: {self.step_idx} steps done; checkpoint {path}"]
+            if "learner" in self.groups:  # a standalone model for the next stage (model.path / reward.model_path)
+                model_dir = str(self.out_dir / "model")
+                lg = self.groups["learner"]
+                lg.get([a.export_model.remote(model_dir) for a in lg.actors], "export model")
+                lines.append(f"model: {model_dir}")
+            lines += self.summary(tracker.history)
             lines += self.events[-5:] + [tracker.summary_line()]
             return {"history": tracker.history, "checkpoint": str(path), "summary": "\n".join(lines),
                     "events": self.events}

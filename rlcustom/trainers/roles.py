@@ -24,7 +24,7 @@ def build_rollout(trainer: "Trainer", role: str = "rollout", model=None):
     return group
 
 
-def build_learner(trainer: "Trainer", role: str = "learner", model=None):
+def build_learner(trainer: "Trainer", role: str = "learner", model=None, model_kind: str = "causal_lm"):
     from rlcustom.actors.learner import LearnerActor
     from rlcustom.scheduler.runtime import free_port
     from rlcustom.scheduler.weight_sync import WeightSyncMixin
@@ -36,7 +36,7 @@ def build_learner(trainer: "Trainer", role: str = "learner", model=None):
         (model or cfg.model, cfg.optim),
         {"rank": i, "world_size": rc.replicas, "master_addr": _master_addr(trainer, role), "master_port": port,
          "zero_stage": rc.zero_stage, "offload_optimizer": rc.offload_optimizer, "offload_params": rc.offload_params,
-         "seed": cfg.seed}))
+         "seed": cfg.seed, "num_threads": _threads(trainer, role), "model_kind": model_kind}))
 
 
 def _master_addr(trainer: "Trainer", role: str) -> str:
@@ -56,6 +56,7 @@ def build_reward(trainer: "Trainer", role: str = "reward"):
     r, cfg = trainer.cfg.reward, trainer.cfg
     return trainer.add_role(role, RewardActor, lambda i: (
         (r.spec,), {"model_path": r.model_path, "url": r.url, "kwargs": dict(r.kwargs), "seed": cfg.seed,
+                    "rank": i, "num_threads": _threads(trainer, role),
                     "tokenizer_path": cfg.model.path, "timeout_s": r.timeout_s, "max_retries": r.max_retries,
                     "api_key_env": r.api_key_env}))
 
@@ -66,7 +67,7 @@ def build_reference(trainer: "Trainer", role: str = "reference", model_path: str
     cfg = trainer.cfg
     return trainer.add_role(role, ReferenceActor, lambda i: (
         (model_path or cfg.model.path,), {"dtype": cfg.model.dtype, "trust_remote_code": cfg.model.trust_remote_code,
-                                          "seed": cfg.seed}))
+                                          "seed": cfg.seed, "num_threads": _threads(trainer, role), "rank": i}))
 
 
 def prompt_batch(trainer: "Trainer", n: int) -> list[list[int]]:

@@ -105,3 +105,10 @@ def test_shipped_configs_load_and_comment_every_key(path):
             # a leaf key (with a value) carries a comment; a section header may too
             if value.strip():
                 assert "#" in line, f"{path.name}:{n}: key {key.strip()!r} has no comment"
+
+
+def test_yaml11_exponent_floats(tmp_path):
+    p = write(tmp_path, "optim:\n  lr: 1e-3\n")
+    assert load_config(p, ["optim.eps=1e-6"]).optim.lr == 1e-3
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(None, ["optim.lr=fast"])
