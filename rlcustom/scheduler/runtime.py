@@ -83,7 +83,22 @@ class RoleGroup:
         return self.get(self.call(method, *args, **kwargs), f"{self.role}.{method}")
 
     def wait_ready(self, timeout: float) -> list[dict]:
-        return ray_get([a.ready.remote() for a in self.actors], timeout, f"role '{self.role}' start-up")
+        """Every replica answers ``ready()``; a restarting one is polled until it is back or time is up."""
+        from ray.exceptions import ActorUnavailableError
+
+        deadline = time.monotonic() + timeout
+        out = []
+        for a in self.actors:
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    out.append(ray_get(a.ready.remote(), max(left, 0.1), f"role '{self.role}' start-up"))
+                    break
+                except ActorUnavailableError:  # restarting after a crash
+                    if left <= 0:
+                        raise ActorTimeout(f"role '{self.role}': a replica did not come back within {timeout:g} s")
+                    time.sleep(0.5)
+        return out
 
 
 def make_group(role: str, cls: type, placement: RolePlacement, *, args_for: Callable[[int], tuple[tuple, dict]],

@@ -122,7 +122,7 @@ class Trainer:
 
     def generate(self, prompts: list, params, rollout: str = "rollout", attempts: int = 3):
         """Prompts split over rollout replicas; a crashed replica costs a retry of this call only."""
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
         from rlcustom.engines.base import Rollouts
         from rlcustom.scheduler.runtime import shard_rows
@@ -134,7 +134,7 @@ class Trainer:
                 refs = [a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i))
                         for i, (a, s) in enumerate(zip(rg.actors, parts)) if s.stop > s.start]
                 return Rollouts.concat(rg.get(refs, "generate"))
-            except RayActorError as e:
+            except (RayActorError, ActorUnavailableError) as e:
                 self.event(f"step {self.step_idx}: rollout actor died ({type(e).__name__}); "
                            f"retrying the generate call after a weight re-sync (attempt {attempt + 2}/{attempts})")
                 rg.wait_ready(600)  # Ray restarts it (max_restarts); its weights are the initial ones
