@@ -168,6 +168,18 @@ def count_token(prompt: str, completion: str, *, response_ids: Sequence[int], to
     return float(sum(1 for t in response_ids if t in ids))
 
 
+@REWARDS.register("token_range")
+def token_range(prompt: str, completion: str, *, response_ids: Sequence[int], lo: int = 0, hi: int = 1000) -> float:
+    """Fraction of response tokens whose id is in ``[lo, hi)`` (0 for an empty response).
+
+    With a BPE vocabulary ordered by merge frequency, low ids are short, common pieces: a dense
+    signal even for an untrained model, which is why the integration tests use it.
+    """
+    if not response_ids:
+        return 0.0
+    return sum(lo <= t < hi for t in response_ids) / len(response_ids)
+
+
 @REWARDS.register("contains")
 def contains(prompt: str, completion: str, *, response_ids: Sequence[int] = (), text: str,
              case_sensitive: bool = True) -> float:

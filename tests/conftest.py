@@ -35,3 +35,11 @@ def chat_prompts(tiny):
     qs = ["What is the capital of France?", "Tell me a joke.", "How do I bake bread?", "hi"]
     return [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
             for q in qs]
+
+
+@pytest.fixture(scope="session")
+def stopping_tiny_dir(tmp_path_factory):
+    """A tiny model that can stop (EOS reachable, mean length ~12 of 16): for length rewards/constraints."""
+    from rlcustom.models.tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("tiny_eos") / "model", seed=0, eos_logit=6.0)

@@ -35,21 +35,34 @@ def tiny_tokenizer():
     return tok
 
 
-def tiny_llama(seed: int = 0, **kw):
-    """(model, tokenizer): a seeded random tiny Llama with the SmolLM2 tokenizer."""
+def tiny_llama(seed: int = 0, eos_logit: float | None = None, **kw):
+    """(model, tokenizer): a seeded random tiny Llama with the SmolLM2 tokenizer.
+
+    A random model almost never samples EOS (1 in 49k). ``eos_logit`` makes
+    stopping reachable: the EOS embedding (tied to the LM head) is aligned with
+    the mean final hidden state so its logit is about ``eos_logit`` (6 gives a
+    mean length of ~12 of 16 tokens), which gives length rewards and
+    constraints a signal to learn from.
+    """
     from transformers import LlamaForCausalLM
 
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_config(len(tok), **kw)).eval()
     model.generation_config.pad_token_id = tok.pad_token_id
+    if eos_logit is not None:
+        g = torch.Generator().manual_seed(seed)
+        probe = torch.randint(0, len(tok), (8, 32), generator=g)
+        with torch.no_grad():
+            h = model.model(input_ids=probe).last_hidden_state.reshape(-1, model.config.hidden_size).mean(0)
+            model.model.embed_tokens.weight[tok.eos_token_id] = eos_logit * h / h.norm() ** 2
     return model, tok
 
 
-def save_tiny(path: str | Path, seed: int = 0, **kw) -> Path:
+def save_tiny(path: str | Path, seed: int = 0, eos_logit: float | None = None, **kw) -> Path:
     """Write a tiny model as an HF directory (safetensors + tokenizer), e.g. for vLLM."""
     path = Path(path)
-    model, tok = tiny_llama(seed, **kw)
+    model, tok = tiny_llama(seed, eos_logit=eos_logit, **kw)
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return path

@@ -106,3 +106,10 @@ def test_registered_custom_reward_resolves():
         return value
 
     assert apply_reward("_test_const", ["p"], ["c"], [[1]], {"value": 2}) == [2.0]
+
+
+def test_token_range_fraction():
+    from rlcustom.rewards import token_range
+
+    assert token_range("p", "c", response_ids=[5, 2000, 999, 1000], lo=0, hi=1000) == 0.5
+    assert token_range("p", "", response_ids=[]) == 0.0
