@@ -14,6 +14,13 @@ class ActorBase:
     def __init__(self, seed: int = 0, rank: int = 0, num_threads: int | None = None) -> None:
         self.rank = rank
         self.seed = seed
+        try:  # one progress bar per actor start-up is noise in the driver's log
+            from transformers.utils import logging as tlog
+
+            tlog.disable_progress_bar()
+            tlog.set_verbosity_error()
+        except ImportError:
+            pass
         if num_threads:
             torch.set_num_threads(num_threads)
         random.seed(seed + rank)

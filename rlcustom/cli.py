@@ -217,6 +217,33 @@ def train(args: argparse.Namespace) -> int:
 
 
 
+# ----------------------------------------------------------------------------- bench
+
+
+def _bench_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="a script in benchmarks/ (e.g. generation), or 'all'")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (see its --help)")
+
+
+@command("bench", "run a side-by-side benchmark from benchmarks/ (prints a table, writes JSON)",
+         configure=_bench_configure)
+def bench(args: argparse.Namespace) -> int:
+    import importlib
+    import pkgutil
+
+    root = next((b for b in (Path.cwd(), Path(__file__).resolve().parent.parent) if (b / "benchmarks").is_dir()), None)
+    if root is None:
+        raise RLCustomError("benchmarks/ not found: run from a checkout of the repository")
+    sys.path.insert(0, str(root))
+    names = sorted(m.name for m in pkgutil.iter_modules([str(root / "benchmarks")]) if m.name != "common")
+    todo = names if args.name == "all" else [args.name]
+    for name in todo:
+        if name not in names:
+            raise RLCustomError(f"no benchmark '{name}' (have: {', '.join(names)})")
+        importlib.import_module(f"benchmarks.{name}").main(list(args.args) if args.name != "all" else [])
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 

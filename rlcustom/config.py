@@ -218,6 +218,7 @@ class RoleConfig:
     replicas: int = field(default=1, metadata=positive)
     gpus: float = field(default=0.0, metadata=non_negative)
     cpus: float = field(default=1.0, metadata=non_negative)
+    num_threads: int | None = field(default=None, metadata=positive)  # torch threads per replica (default: cpus)
     engine: Literal["auto", "hf", "vllm"] = "auto"
     colocate_with: str | None = None
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"

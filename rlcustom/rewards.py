@@ -168,6 +168,14 @@ def count_token(prompt: str, completion: str, *, response_ids: Sequence[int], to
     return float(sum(1 for t in response_ids if t in ids))
 
 
+@REWARDS.register("target_length")
+def target_length(prompt: str, completion: str, *, response_ids: Sequence[int] = (), target: int = 20,
+                  unit: str = "words") -> float:
+    """1 at exactly ``target`` words (or tokens), falling linearly to 0 at 0 or 2x target: "answer in about N words"."""
+    n = len(response_ids) if unit == "tokens" else len(completion.split())
+    return max(0.0, 1.0 - abs(n - target) / target)
+
+
 @REWARDS.register("token_range")
 def token_range(prompt: str, completion: str, *, response_ids: Sequence[int], lo: int = 0, hi: int = 1000) -> float:
     """Fraction of response tokens whose id is in ``[lo, hi)`` (0 for an empty response).

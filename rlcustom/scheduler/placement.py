@@ -49,7 +49,7 @@ class RolePlacement:
 
 
 def _bundle(role_cfg) -> dict[str, float]:
-    b = {"CPU": float(role_cfg.cpus)}
+    b = {"CPU": max(float(role_cfg.cpus), 0.01)}  # a bundle must reserve something
     if role_cfg.gpus:
         b["GPU"] = float(role_cfg.gpus)
     return b

@@ -279,7 +279,7 @@ class Trainer:
                 lg = self.groups["learner"]
                 lg.get([a.export_model.remote(model_dir) for a in lg.actors], "export model")
                 lines.append(f"model: {model_dir}")
-            lines += self.summary(tracker.history)
+            lines += self.summary(tracker.history) + [phase_times(tracker.history)]
             lines += self.events[-5:] + [tracker.summary_line()]
             return {"history": tracker.history, "checkpoint": str(path), "summary": "\n".join(lines),
                     "events": self.events}
@@ -325,6 +325,13 @@ class Trainer:
         if self.placements:
             release(self.placements)
             self.placements = {}
+
+
+def phase_times(history: list[dict]) -> str:
+    """'time per step: generate 4.1 s, score 1.2 s, ...' averaged over the run."""
+    keys = [k for k in (history[0] if history else {}) if k.startswith("timing/") and k.endswith("_s")]
+    parts = [f"{k[len('timing/'):-2]} {sum(h.get(k, 0.0) for h in history) / len(history):.2f} s" for k in keys]
+    return "time per step: " + (", ".join(parts) if parts else "n/a")
 
 
 def _rows(payload) -> range:

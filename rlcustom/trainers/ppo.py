@@ -107,6 +107,9 @@ class PPOTrainer(Trainer):
             stats |= self.sync_weights()
         kl_seq = float((kl_tok.sum(1)).mean())
         self.kl_ctl.update(kl_seq, len(ro))
+        example = (ro.texts[0].strip().replace("\n", " ")[:160], float(scores[0]))
+        self.examples = getattr(self, "examples", None) or [example]  # first step's, then the latest
+        self.examples = self.examples[:1] + [example]
         if self.step_idx % self.cfg.tracking.samples_every == 0:
             self.samples = (ro.prompts or [str(p) for p in ro.prompt_ids], ro.texts, scores.tolist())
         return stats | self.timer.summary() | {
@@ -124,4 +127,9 @@ class PPOTrainer(Trainer):
             self.kl_ctl.value = state["kl_coef"]
 
     def summary(self, history: list[dict]) -> list[str]:
-        return [first_last(history, "reward/mean"), first_last(history, "kl/seq_mean")]
+        lines = [first_last(history, "reward/mean"), first_last(history, "kl/seq_mean")]
+        ex = getattr(self, "examples", [])
+        if len(ex) == 2:
+            lines += [f"first step sample (reward {ex[0][1]:.2f}): {ex[0][0]!r}",
+                      f"last step sample  (reward {ex[1][1]:.2f}): {ex[1][0]!r}"]
+        return lines

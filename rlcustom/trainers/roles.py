@@ -8,7 +8,8 @@ if TYPE_CHECKING:
 
 
 def _threads(trainer: "Trainer", role: str) -> int:
-    return max(1, int(round(trainer.role_cfg(role).cpus)))
+    rc = trainer.role_cfg(role)
+    return rc.num_threads or max(1, int(round(rc.cpus)))
 
 
 def build_rollout(trainer: "Trainer", role: str = "rollout", model=None):

@@ -113,3 +113,12 @@ def test_token_range_fraction():
 
     assert token_range("p", "c", response_ids=[5, 2000, 999, 1000], lo=0, hi=1000) == 0.5
     assert token_range("p", "", response_ids=[]) == 0.0
+
+
+def test_target_length():
+    from rlcustom.rewards import target_length
+
+    assert target_length("p", "a b c d", target=4) == 1.0
+    assert target_length("p", "a b", target=4) == 0.5
+    assert target_length("p", " ".join("x" * 9), target=4) == 0.0
+    assert target_length("p", "", response_ids=[1, 2, 3], target=3, unit="tokens") == 1.0
