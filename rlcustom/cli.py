@@ -217,6 +217,39 @@ def train(args: argparse.Namespace) -> int:
 
 
 
+# ----------------------------------------------------------------------------- eval
+
+
+def _eval_configure(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--policy", help="model to evaluate (default: OUTPUT_DIR/model if present, else model.path)")
+    p.add_argument("--reference", help="reference model for KL / implicit rewards (default: model.path)")
+    p.add_argument("--metrics", default="reward,kl,pairs,ppl", help="comma list of: reward, kl, pairs, ppl")
+    p.add_argument("--limit", type=int, default=32, help="validation prompts sampled for reward/KL")
+    p.add_argument("--pairs", type=int, default=64, help="validation pairs for accuracy/perplexity")
+    p.add_argument("--out", help="JSON output (default: OUTPUT_DIR/eval.json)")
+
+
+@command("eval", "reward, KL to a reference, preference accuracy, perplexity of a model; JSON out",
+         configure=_eval_configure)
+def eval_(args: argparse.Namespace) -> int:
+    from rlcustom.evaluation import METRICS, evaluate, write
+
+    cfg = _load(args)
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    bad = [m for m in metrics if m not in METRICS]
+    if bad:
+        raise RLCustomError(f"--metrics: unknown {', '.join(bad)} (choose from {', '.join(METRICS)})")
+    trained = Path(cfg.output_dir) / "model"
+    policy = args.policy or (str(trained) if trained.is_dir() else cfg.model.path)
+    res = evaluate(cfg, policy=policy, reference=args.reference or cfg.model.path, metrics=metrics,
+                   limit=args.limit, pairs_limit=args.pairs)
+    path = write(res, args.out or Path(cfg.output_dir) / "eval.json")
+    print(json.dumps(res["metrics"], indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- bench
 
 

@@ -53,3 +53,14 @@ def test_every_subcommand_has_help():
     for cmd in ("generate", "train", "demo", "prepare-model", "submit", "jobs"):
         r = subprocess.run(RLC + [cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: rlcustom" in r.stdout, cmd
+
+
+def test_eval_writes_metrics_json(tiny_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    rc = main(["eval", f"model.path={tiny_dir}", "sampling.max_new_tokens=4", "reward.spec=length_tokens",
+               f"output_dir={tmp_path}", "--limit", "4", "--pairs", "4", "--out", str(out)])
+    assert rc == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert m["kl"] == pytest.approx(0.0, abs=1e-5)  # the policy is its own reference
+    assert 1 <= m["reward"] <= 4 and m["pairs"] == 4 and 0 <= m["pair_accuracy"] <= 1
+    assert m["ppl"] > 1000  # a random tiny model is near-uniform over a 49k vocabulary

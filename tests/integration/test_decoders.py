@@ -1,10 +1,12 @@
 """Multi-model decoders on tiny models: DeRa (two-model, multi-model, LoRA), Q-Adapter,
 the paired base/LoRA forward, and weight-combining DeRa.
 
-Tolerances: logits are compared at ``ATOL = 1e-5`` (float32). The paired forward runs
-2B rows instead of B and cached decoding is compared with un-cached full forwards, so
-the matmuls differ in blocking; the measured differences are ~1e-7 on these models
-(logits of size ~1e-1 .. 1). Weight interpolation at lam = 0/1 is compared exactly.
+Tolerances: logits are compared at ``ATOL = 1e-4`` absolute (float32). The logits of
+these models reach |h| ~ 9 (std ~1.6); the paired forward runs 2B rows instead of B and
+cached decoding is compared with un-cached full forwards, so the matmuls differ in
+blocking and summation order. The measured differences are <= 2e-5, the same as between
+the plain ``CausalLMStep`` (cached) and an un-cached forward of one model, i.e. float32
+rounding (~2e-6 relative). Weight interpolation at lam = 0/1 is compared exactly.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from rlcustom.engines.hf import CausalLMStep, HFEngine, encode_prompts, left_pad
 from rlcustom.models.tiny import tiny_llama
 from rlcustom.registry import DECODERS
 
-ATOL = 1e-5
+ATOL = 1e-4
 GREEDY = SamplingParams(max_new_tokens=6, temperature=0.0, stop_on_eos=False)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
