@@ -9,7 +9,7 @@ LOCK := cluster/requirements-cpu.txt
 STAMP := $(VENV)/.rlcustom-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lock model clean
+.PHONY: setup demo test bench lock model clean pipeline
 
 setup: $(STAMP)
 
@@ -43,3 +43,11 @@ lock:
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# SFT -> reward model -> PPO on the embedded model and HH-RLHF; each stage reads the previous one's model/.
+pipeline: setup model
+	$(VENV)/bin/rlcustom train configs/pipeline/1-sft.yaml
+	$(VENV)/bin/rlcustom train configs/pipeline/2-reward.yaml
+	$(VENV)/bin/rlcustom train configs/pipeline/3-ppo.yaml
+	$(VENV)/bin/rlcustom eval configs/pipeline/2-reward.yaml --metrics pairs --policy runs/pipeline/reward/model --reference runs/pipeline/sft/model
+	$(VENV)/bin/rlcustom eval configs/pipeline/3-ppo.yaml --metrics reward,kl --reference runs/pipeline/sft/model

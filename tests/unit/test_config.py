@@ -6,7 +6,7 @@ import pytest
 from rlcustom.config import RunConfig, load_config, to_dict
 from rlcustom.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
 
 
 def write(tmp_path, text, name="c.yaml"):
@@ -95,7 +95,7 @@ def test_bool_is_not_an_int():
         load_config(None, ["seed=true"])
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(p.parents[1])) for p in CONFIGS])
 def test_shipped_configs_load_and_comment_every_key(path):
     load_config(path)
     for n, line in enumerate(path.read_text().splitlines(), 1):
