@@ -7,6 +7,7 @@ learner -> rollout weight sync with rollout-crash retry.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -143,6 +144,20 @@ class Trainer:
                     self.sync_weights(rollout=rollout)
         raise RLCustomError(f"rollout failed {attempts} times in step {self.step_idx}")
 
+    @contextlib.contextmanager
+    def device_for_training(self, rollout: str = "rollout", learner: str = "learner"):
+        """Rollout engines that share GPUs with the learner sleep (free their memory) while it trains."""
+        rc, lc = self.role_cfg(rollout), self.role_cfg(learner)
+        shared = (rc.colocate_with == learner or lc.colocate_with == rollout) and (rc.gpus or lc.gpus)
+        rg = self.groups.get(rollout)
+        if shared and rg is not None:
+            rg.run("sleep")
+        try:
+            yield
+        finally:
+            if shared and rg is not None:
+                rg.run("wake")
+
     def learner_train(self, batch: dict, loss: str, learner: str = "learner", **kw) -> dict[str, float]:
         """Rows split across learner ranks (data parallel); stats averaged over ranks."""
         from rlcustom.scheduler.runtime import shard_batch
@@ -264,7 +279,9 @@ class Trainer:
                     tracker.log_samples(self.step_idx, *self.samples)
                     self.samples = None
                 bar.update(1)
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(stats.items())[:3]})
+                shown = [k for k in ("reward/mean", "kl/seq_mean", "train/loss", "train/nll", "train/reward_accuracy",
+                                     "train/pair_accuracy") if k in stats][:3]
+                bar.set_postfix({k.split("/")[-1]: f"{stats[k]:.3g}" for k in shown})
                 if self.cfg.save_every and self.step_idx % self.cfg.save_every == 0:
                     self.save_checkpoint()
                 if self._stop_signal is not None:

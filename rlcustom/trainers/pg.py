@@ -48,7 +48,7 @@ class PGTrainer(Trainer):
             token_rewards=None, values=None, mask=batch["response_mask"], scores=scores,
             group_ids=torch.tensor(ro.prompt_index), gamma=1.0, lam=1.0)
         batch["advantages"] = adv
-        with self.timer("train"):
+        with self.timer("train"), self.device_for_training():
             stats = self.learner_train(batch, "reinforce")
         with self.timer("sync"):
             stats |= self.sync_weights()

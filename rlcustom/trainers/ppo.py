@@ -59,6 +59,11 @@ class PPOTrainer(Trainer):
         self.rollout, self.learner = build_rollout(self), build_learner(self)
         self.reference, self.reward = build_reference(self), build_reward(self)
         if "critic" in self.roles_used:
+            if self.role_cfg("critic").replicas > 1:  # ValueActor replicas don't all-reduce gradients
+                from rlcustom.errors import ConfigError
+
+                raise ConfigError("roles.critic.replicas: the critic runs as 1 replica (its optimizer is not "
+                                  "data-parallel); give it more cpus/gpus instead")
             build_value(self, "critic", lr=a.critic_lr, num_layers=a.critic_layers)
         self.kl_ctl = (AdaptiveKLController(a.kl_coef, a.kl_target, a.kl_horizon) if a.kl_target
                        else FixedKLController(a.kl_coef))
@@ -95,7 +100,7 @@ class PPOTrainer(Trainer):
         if a.whiten_advantages:
             adv = whiten_advantages(adv, mask)
         batch |= {"logprobs": old_lp, "advantages": adv, "ref_logprobs": ref_lp}
-        with self.timer("train"):
+        with self.timer("train"), self.device_for_training():
             for _ in range(a.ppo_epochs):
                 stats = self.learner_train(batch, "ppo_clip", clip_eps=a.clip_eps, entropy_coef=a.entropy_coef,
                                            kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0,
