@@ -225,8 +225,8 @@ class Trainer:
         path = self.ckpt.save(self.step_idx, state, write_roles)
         return path
 
-    def maybe_resume(self) -> Path | None:
-        r = self.cfg.resume
+    def maybe_resume(self, force_latest: bool = False) -> Path | None:
+        r = "auto" if force_latest else self.cfg.resume
         if r == "never":
             return None
         path = self.ckpt.latest() if r == "auto" else Path(r)
@@ -253,6 +253,8 @@ class Trainer:
         self.event(f"received {signal.Signals(signum).name}: finishing step {self.step_idx + 1}, then checkpoint")
 
     def fit(self) -> dict[str, Any]:
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
         from rlcustom.tracking import Tracker, progress
 
         prev = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -270,8 +272,16 @@ class Trainer:
             tracker.start()
             self.wandb_id = tracker.run_id
             bar = progress(total=self.cfg.steps, initial=self.step_idx, desc=self.name, unit="step")
+            recoveries = 0
             while self.step_idx < self.cfg.steps:
-                stats = self.step()
+                try:
+                    stats = self.step()
+                except (RayActorError, ActorUnavailableError) as e:  # a learner/critic/reference died
+                    if recoveries >= self.max_recoveries:
+                        raise
+                    recoveries += 1
+                    self._recover(e)
+                    continue
                 self.step_idx += 1
                 self._check_finite(stats)
                 tracker.log(stats, step=self.step_idx)
@@ -313,6 +323,25 @@ class Trainer:
             for s, h in prev.items():
                 signal.signal(s, h)
             self.shutdown()
+
+    max_recoveries = 2
+
+    def _recover(self, err: BaseException) -> None:
+        """Rebuild every role and continue from the latest checkpoint (the start if none yet).
+
+        A dead DeepSpeed rank cannot rejoin its group mid-step, so all roles restart together."""
+        self.event(f"step {self.step_idx + 1}: an actor died ({type(err).__name__}); restarting all roles from "
+                   f"the last checkpoint")
+        self.shutdown()
+        self._sync_ready = False
+        self.place()
+        self.build()
+        self.wait_roles_ready()
+        self.step_idx = 0
+        if self.ckpt.latest() is not None:
+            self.maybe_resume(force_latest=True)
+        if "learner" in self.groups and "rollout" in self.groups:
+            self.sync_weights()
 
     def _check_finite(self, stats: dict[str, float]) -> None:
         import math

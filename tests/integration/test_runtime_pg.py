@@ -77,6 +77,30 @@ def test_killed_rollout_actor_costs_a_retry_not_the_run(tiny_dir, prompts_file, 
     assert res["history"][-1]["system/sync_max_logprob_diff"] < 1e-5  # re-synced after the restart
 
 
+def test_killed_learner_resumes_from_last_checkpoint(tiny_dir, prompts_file, tmp_path):
+    from rlcustom.trainers.pg import PGTrainer
+
+    class Killer(PGTrainer):
+        killed = False
+
+        def step(self):
+            if self.step_idx == 2 and not Killer.killed:
+                Killer.killed = True
+                ray.kill(self.groups["learner"].actors[1], no_restart=True)  # a DeepSpeed rank dies for good
+            return super().step()
+
+    res = Killer(cfg_for(tiny_dir, prompts_file, tmp_path / "run", "steps=4", "save_every=1",
+                         "algo.check_sync=false")).fit()
+    assert any("restarting all roles from the last checkpoint" in e for e in res["events"])
+    assert any("resumed from" in e and "step 2" in e for e in res["events"])
+    assert [h["step"] for h in res["history"]][-2:] == [3, 4]
+
+
+def test_object_store_sync_fallback(tiny_dir, prompts_file, tmp_path):
+    res = run_trainer(cfg_for(tiny_dir, prompts_file, tmp_path / "run", "steps=2", "sync=object_store"))
+    assert all(h["system/sync_max_logprob_diff"] < 1e-5 for h in res["history"])
+
+
 def test_stop_and_resume_matches_uninterrupted(tiny_dir, prompts_file, tmp_path):
     keys = ["reward/mean", "train/pg_loss", "rollout/response_len"]
     full = run_trainer(cfg_for(tiny_dir, prompts_file, tmp_path / "a", "steps=4", "roles.learner.replicas=1",
