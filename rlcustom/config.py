@@ -248,6 +248,7 @@ class TrackingConfig:
     tags: tuple[str, ...] = ()
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online iff WANDB_API_KEY is set
     samples_every: int = field(default=10, metadata=positive)
+    checkpoint_artifacts: bool = False  # also log each checkpoint as a W&B artifact (type "checkpoint")
 
 
 @dataclass(frozen=True)

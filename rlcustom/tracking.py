@@ -119,6 +119,16 @@ class Tracker:
             table.add_data(*row)
         self.run.log({key: table}, step=step)
 
+    def log_artifact(self, path: str | Path, name: str, kind: str = "checkpoint") -> None:
+        """A directory as a W&B artifact (offline runs keep it for ``wandb sync``)."""
+        if self.run is None:
+            return
+        import wandb
+
+        art = wandb.Artifact(name=name, type=kind)
+        art.add_dir(str(path))
+        self.run.log_artifact(art)
+
     def summary_line(self) -> str:
         if self.run is None and self.mode == "disabled":
             return "W&B: disabled"

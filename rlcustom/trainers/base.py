@@ -53,6 +53,7 @@ class Trainer:
         self.wandb_id: str | None = None
         self.pad_id = 0
         self.samples: tuple | None = None
+        self.tracker = None
 
     # ------------------------------------------------------------------ to override
     def build(self) -> None:
@@ -223,6 +224,8 @@ class Trainer:
         state = {"step": self.step_idx, "trainer": self.state_dict(), "wandb_id": self.wandb_id,
                  "config": to_dict(self.cfg)}
         path = self.ckpt.save(self.step_idx, state, write_roles)
+        if self.tracker is not None and self.cfg.tracking.checkpoint_artifacts:
+            self.tracker.log_artifact(path, name=f"{self.name}-checkpoint")
         return path
 
     def maybe_resume(self, force_latest: bool = False) -> Path | None:
@@ -270,6 +273,7 @@ class Trainer:
                 self.sync_weights()  # a resumed learner's weights go to fresh engines
             tracker = Tracker(self.cfg.tracking, self.out_dir, config=to_dict(self.cfg), run_id=self.wandb_id)
             tracker.start()
+            self.tracker = tracker
             self.wandb_id = tracker.run_id
             bar = progress(total=self.cfg.steps, initial=self.step_idx, desc=self.name, unit="step")
             recoveries = 0

@@ -110,6 +110,8 @@ def test_stop_and_resume_matches_uninterrupted(tiny_dir, prompts_file, tmp_path)
     resumed = run_trainer(cfg_for(tiny_dir, prompts_file, tmp_path / "b", "steps=4", "roles.learner.replicas=1",
                                   "algo.check_sync=false"))
     assert any("resumed from" in e for e in resumed["events"])
+    runs = sorted((tmp_path / "b" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # the same W&B run id, resumed
     tail = resumed["history"]
     assert [h["step"] for h in tail] == [3, 4]
     for a, b in zip(full[2:], tail):
