@@ -46,7 +46,7 @@ class Tracker:
     """A context manager around one W&B run (or none when mode is 'disabled')."""
 
     def __init__(self, tracking, run_dir: str | Path, config: Mapping[str, Any] | None = None,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, handle_signals: bool = True) -> None:
         self.cfg = tracking
         self.run_dir = Path(run_dir)
         self.mode = resolve_mode(tracking.mode)
@@ -54,6 +54,7 @@ class Tracker:
         self.history: list[dict[str, Any]] = []  # kept for the console summary
         self._config = redact(dict(config or {}))
         self._run_id = run_id
+        self.handle_signals = handle_signals  # off when the caller (a trainer) handles SIGTERM itself
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> "Tracker":
@@ -76,8 +77,8 @@ class Tracker:
             resume="allow" if self._run_id else None, settings=wandb.Settings(console="off"),
         )
         self._run_id = self.run.id
-        # Ctrl-C / SIGTERM: finish the run before the process dies.
-        for sig in (signal.SIGTERM,):
+        # SIGTERM: finish the run before the process dies (Ctrl-C arrives as KeyboardInterrupt -> __exit__).
+        for sig in ((signal.SIGTERM,) if self.handle_signals else ()):
             try:
                 prev = signal.getsignal(sig)
                 signal.signal(sig, lambda s, f, prev=prev: self._on_signal(s, f, prev))
@@ -157,26 +158,29 @@ def progress(iterable=None, **kw):
 
 
 def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
-    """Read back an offline W&B run directory: ``{"history": [rows], "config": {...}, "tables": [paths]}``."""
+    """Read back an offline W&B run directory: history rows, config, table files, and the exit code
+    recorded by ``finish()`` (None if the run was never finished)."""
     import json
 
     from wandb.proto import wandb_internal_pb2
 
     run_dir = Path(run_dir)
     (path,) = run_dir.glob("run-*.wandb")
-    history, config = [], {}
+    history, config, exit_code = [], {}, None
     for data in _leveldb_log_records(path.read_bytes()):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(data)
         kind = rec.WhichOneof("record_type")
         if kind == "history":
             history.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})
+        elif kind == "exit":
+            exit_code = rec.exit.exit_code
         elif kind in ("config", "run"):
             updates = rec.config.update if kind == "config" else rec.run.config.update
             for i in updates:
                 config[i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
     tables = sorted(str(p) for p in run_dir.glob("files/media/table/*.table.json"))
-    return {"history": history, "config": config, "tables": tables}
+    return {"history": history, "config": config, "tables": tables, "exit_code": exit_code}
 
 
 def _leveldb_log_records(buf: bytes):

@@ -100,3 +100,6 @@ def bt_reward(model, batch: dict, *, margin: float | None = None, **_) -> tuple[
 
 
 bt_reward.weighting = "rows"
+
+
+import rlcustom.algos.l3m_objectives  # noqa: F401,E402  (registers "l3m_constraint")

@@ -192,3 +192,357 @@ def vas_blackbox_scores(
     b = _beta_column(beta, B, topk_logprobs)
     raw = topk_logprobs + b * topk_values.to(topk_logprobs.dtype)
     return topk_ids, torch.log_softmax(raw, dim=-1)
+
+
+# --------------------------------------------------------------------------------------
+# Decoding with models: StepModels for the ``hf`` engine (white-box and black-box), factory.
+# --------------------------------------------------------------------------------------
+#
+# Child values with the prefix KV cache ("tree" mode, the default). The value model keeps
+# the KV cache of the prefix (B rows, length L). For the k children of each row, ONE forward
+# runs B rows of k new tokens against that cache with a 4-D additive attention mask
+# [B, 1, k, L + k]: child j attends to the (non-pad) prefix columns and to itself only, and
+# every child gets the position of the next token. The forward appends the k children to the
+# cache; ``cache.crop(-k)`` removes them again, so the cache holds exactly the prefix. After
+# the engine picks a token, ``advance`` runs that one token (B rows) to extend the cache.
+# This needs a full-attention ``DynamicCache`` (every layer a plain ``DynamicLayer``: Llama,
+# Qwen2, SmolLM, Mistral without sliding window, ...) and an attention implementation that
+# takes a custom 4-D mask (eager, sdpa; not flash-attention). ``mode="expand"`` is the
+# general fallback: a copy of the prefix cache repeated to B*k rows, one forward of B*k
+# single tokens (k times the cache memory, a copy per step).
+
+__all__ += ["ValueCache", "VASStep", "VASBlackBoxStep", "vas_decoder", "vas_blackbox_decoder"]
+
+
+def _model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Real token ``j`` of a left-padded row gets position ``j`` (as the ``hf`` engine does)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class ValueCache:
+    """A :class:`~rlcustom.models.heads.ValueModel` decoded alongside the policy, with its own KV cache.
+
+    ``start(ids, mask)`` reads the prompt; ``children(ids [B, k]) -> [B, k]`` values
+    ``V(s ⊕ x)`` of the k children of the current prefix ``s`` of each row (the cache is
+    left holding the prefix only); ``advance(tokens [B])`` appends one token per row;
+    ``reorder(rows)`` keeps rows. ``mode``: ``"tree"`` (default) or ``"expand"`` (see above).
+    """
+
+    def __init__(self, value_model, mode: str = "tree") -> None:
+        if mode not in ("tree", "expand"):
+            raise ValueError(f"mode must be 'tree' or 'expand'; got {mode!r}")
+        self.model, self.mode = value_model, mode
+        self.cache = None
+
+    @property
+    def device(self) -> torch.device:
+        return _model_device(self.model)
+
+    def _forward(self, ids, attn, pos, cache):
+        m = self.model
+        was = m.training
+        m.eval()
+        try:
+            return m(ids, attn, position_ids=pos, past_key_values=cache, use_cache=True)
+        finally:
+            m.train(was)
+
+    @torch.inference_mode()
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        dev = self.device
+        self.attn = attention_mask.to(dev).long()
+        pos = _positions(self.attn)
+        _, self.cache = self._forward(input_ids.to(dev), self.attn, pos, None)
+        self.pos = pos[:, -1:]
+        if self.mode == "tree":
+            layers = getattr(self.cache, "layers", None)
+            if layers is None or any(type(l).__name__ != "DynamicLayer" for l in layers):
+                raise ValueError("VAS tree mode needs a full-attention DynamicCache (plain DynamicLayer per layer); "
+                                 f"got {type(self.cache).__name__} with "
+                                 f"{sorted({type(l).__name__ for l in (layers or [])})}; use mode='expand'")
+
+    @torch.inference_mode()
+    def children(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.cache is None:
+            raise RuntimeError("children() called before start()")
+        dev = self.device
+        ids = ids.to(dev).long()
+        B, k = ids.shape
+        pos = (self.pos + 1).expand(B, k)
+        if self.mode == "expand":
+            import copy
+
+            cache = copy.deepcopy(self.cache)
+            cache.batch_repeat_interleave(k)
+            attn = torch.cat([self.attn.repeat_interleave(k, 0), self.attn.new_ones((B * k, 1))], dim=1)
+            vals, _ = self._forward(ids.reshape(B * k, 1), attn, pos.reshape(B * k, 1), cache)
+            return vals[:, -1].reshape(B, k).float()
+        dtype = self.model.dtype
+        neg = torch.finfo(dtype).min
+        L = self.attn.shape[1]
+        prefix = self.attn.bool()[:, None, None, :].expand(B, 1, k, L)
+        own = torch.eye(k, dtype=torch.bool, device=dev)[None, None].expand(B, 1, k, k)
+        allowed = torch.cat([prefix, own], dim=-1)
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, neg)
+        vals, cache = self._forward(ids, mask, pos, self.cache)
+        cache.crop(-k)  # drop the children again: the cache holds the prefix only
+        self.cache = cache
+        return vals.float()
+
+    @torch.inference_mode()
+    def advance(self, tokens: torch.Tensor) -> None:
+        if self.cache is None:
+            raise RuntimeError("advance() called before start()")
+        dev = self.device
+        self.attn = torch.cat([self.attn, self.attn.new_ones((self.attn.shape[0], 1))], dim=1)
+        self.pos = self.pos + 1
+        _, self.cache = self._forward(tokens.to(dev).long().reshape(-1, 1), self.attn, self.pos, self.cache)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        if self.cache is None:
+            raise RuntimeError("reorder() called before start()")
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.attn.device).reshape(-1)
+        self.cache.reorder_cache(idx)
+        self.attn = self.attn.index_select(0, idx)
+        self.pos = self.pos.index_select(0, idx)
+
+
+def _check_betas(betas, n: int) -> list:
+    if isinstance(betas, (list, tuple)):
+        betas = list(betas)
+    else:
+        betas = [betas]
+    if len(betas) != n:
+        raise ValueError(f"got {n} value model(s) but {len(betas)} beta(s)")
+    for i, b in enumerate(betas):
+        if isinstance(b, torch.Tensor):
+            if b.dim() > 1:
+                raise ValueError(f"beta[{i}] must be a number, a 0-d or a [B] tensor; got shape {tuple(b.shape)}")
+            if not bool(torch.isfinite(b).all()):
+                raise ValueError(f"beta[{i}] must be finite")
+        elif isinstance(b, bool) or not isinstance(b, numbers.Real) or not float(b) == float(b) \
+                or abs(float(b)) == float("inf"):
+            raise ValueError(f"beta[{i}] must be a finite real number or a tensor; got {b!r}")
+    return betas
+
+
+def _value_list(value_models) -> list:
+    vms = list(value_models) if isinstance(value_models, (list, tuple)) else [value_models]
+    if not vms:
+        raise ValueError("VAS needs at least one value model")
+    return vms
+
+
+class _VASBase:
+    """Shared by the white-box and black-box steps: value caches, betas, composed child values."""
+
+    def _setup(self, value_models, betas, k: int, mode: str) -> None:
+        self.value_models = _value_list(value_models)
+        self.betas = _check_betas(betas, len(self.value_models))
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1; got {k}")
+        self.k = int(k)
+        self.values = [ValueCache(vm, mode=mode) for vm in self.value_models]
+        self.last: dict | None = None  # the last step's children, values and scores, for inspection
+
+    def _composed(self, topk_ids: torch.Tensor) -> torch.Tensor:
+        """``sum_j beta_j V_j(s ⊕ x)`` for the children ``topk_ids`` [B, k] (on ``topk_ids``' device)."""
+        B = topk_ids.shape[0]
+        for i, b in enumerate(self.betas):
+            if isinstance(b, torch.Tensor) and b.dim() == 1 and b.shape[0] != B:
+                raise ValueError(f"per-request beta[{i}] has {b.shape[0]} entries but the batch has {B} rows")
+        vals = [vc.children(topk_ids).to(topk_ids.device) for vc in self.values]
+        return compose_values(vals, self.betas), vals
+
+    def _values_start(self, input_ids, attention_mask) -> None:
+        for vc in self.values:
+            vc.start(input_ids, attention_mask)
+
+    def _values_advance(self, tokens) -> None:
+        for vc in self.values:
+            vc.advance(tokens)
+
+    def _reorder_betas(self, rows) -> None:
+        idx = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
+        self.betas = [b.index_select(0, idx.to(b.device)) if isinstance(b, torch.Tensor) and b.dim() == 1 else b
+                      for b in self.betas]
+
+
+class VASStep(_VASBase):
+    """VAS decoding (Eq. 5) as a :class:`~rlcustom.engines.base.StepModel` for the ``hf`` engine.
+
+    Each step: ``log pi_0`` of the base model (KV-cached), its top-``k`` tokens, the value
+    of each child from each value model (one batched forward per value model against its
+    prefix cache, see :class:`ValueCache`), ``V = sum_j beta_j V_j`` (:func:`compose_values`)
+    and ``vas_scores(log pi_0, topk_ids, V, 1)`` returned as logits: the engine samples
+    from their softmax (temperature / top-k / top-p of ``SamplingParams`` apply after).
+    ``advance(token)`` extends the base and every value cache by the chosen token.
+
+    Args:
+        base_model: the frozen policy ``pi_0`` (a causal LM).
+        value_models: one :class:`~rlcustom.models.heads.ValueModel` or a list (composition).
+        betas: one beta per value model; each a number or a ``[B]`` tensor (per request;
+            rows are the engine's rows, i.e. ``n`` samples per prompt are separate rows).
+        k: children evaluated per step (paper: 20). mode: ``"tree"`` | ``"expand"``.
+
+    The log-probs the engine records for the sampled tokens are those of the VAS
+    distribution (as for DeRa), not of ``pi_0``.
+    """
+
+    def __init__(self, base_model, value_models, betas=1.0, k: int = 20, mode: str = "tree") -> None:
+        from rlcustom.decoding.multi import _CachedLM
+
+        self.base = _CachedLM(base_model)
+        self._setup(value_models, betas, k, mode)
+
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        base_lp = torch.log_softmax(logits.float(), dim=-1)
+        k = min(self.k, base_lp.shape[-1])
+        ids, _ = topk_children(base_lp, k)
+        combined, vals = self._composed(ids)
+        scores = vas_scores(base_lp, ids, combined, 1.0)
+        self.last = {"topk_ids": ids, "values": vals, "combined": combined, "base_logprobs": base_lp}
+        return scores
+
+    @torch.inference_mode()
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = self.base.start(input_ids, attention_mask)
+        self._values_start(input_ids, attention_mask)
+        return self._scores(logits)
+
+    @torch.inference_mode()
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = self.base.advance(tokens)
+        self._values_advance(tokens)
+        return self._scores(logits)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.base.reorder(rows)
+        for vc in self.values:
+            vc.reorder(rows)
+        self._reorder_betas(rows)
+
+
+class VASBlackBoxStep(_VASBase):
+    """VAS when ``pi_0`` is only reachable through its top-k log-probs (Section 4.4), as a StepModel.
+
+    ``base_fn(input_ids [B, L], attention_mask [B, L]) -> (topk_ids [B, k], topk_logprobs [B, k])``
+    is called once per step with the whole left-padded sequence so far (prompt + generated
+    tokens; an API has no KV cache of ours): e.g. a vLLM engine with ``logprobs=k`` or an
+    OpenAI-compatible endpoint (decode the ids to text there). The value models are
+    white-box and KV-cached as in :class:`VASStep`. Each step returns ``[B, V]`` logits that
+    are ``-inf`` outside the returned top-k and ``vas_blackbox_scores`` (renormalised over
+    the k) on them. ``vocab_size`` defaults to the first value model's ``config.vocab_size``.
+    """
+
+    def __init__(self, base_fn, value_models, betas=1.0, k: int = 20, vocab_size: int | None = None,
+                 mode: str = "tree") -> None:
+        if not callable(base_fn):
+            raise TypeError("base_fn must be a callable (input_ids, attention_mask) -> (topk_ids, topk_logprobs)")
+        self.base_fn = base_fn
+        self._setup(value_models, betas, k, mode)
+        self.vocab_size = int(vocab_size or self.value_models[0].config.vocab_size)
+
+    def _scores(self) -> torch.Tensor:
+        ids, lps = self.base_fn(self.ids, self.attn)
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        lps = torch.as_tensor(lps, dtype=torch.float32)
+        if ids.dim() != 2 or ids.shape[0] != self.ids.shape[0]:
+            raise ValueError(f"base_fn must return [B={self.ids.shape[0]}, k] ids; got {tuple(ids.shape)}")
+        ids, lps = ids[:, : self.k], lps[:, : self.k]
+        combined, vals = self._composed(ids)
+        ids, scores = vas_blackbox_scores(ids, lps, combined, 1.0)
+        out = torch.full((ids.shape[0], self.vocab_size), float("-inf"), dtype=torch.float32, device=scores.device)
+        self.last = {"topk_ids": ids, "topk_logprobs": lps, "values": vals, "combined": combined}
+        return out.scatter(-1, ids.to(out.device), scores.float())
+
+    @torch.inference_mode()
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self.ids, self.attn = input_ids.long(), attention_mask.long()
+        self._values_start(input_ids, attention_mask)
+        return self._scores()
+
+    @torch.inference_mode()
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.reshape(-1).long().to(self.ids.device)
+        self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
+        self.attn = torch.cat([self.attn, self.attn.new_ones((self.attn.shape[0], 1))], dim=1)
+        self._values_advance(tokens)
+        return self._scores()
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        idx = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
+        self.ids, self.attn = self.ids.index_select(0, idx), self.attn.index_select(0, idx)
+        for vc in self.values:
+            vc.reorder(rows)
+        self._reorder_betas(rows)
+
+
+def _load_values(value_models, dtype: str | None) -> list:
+    out = []
+    for v in _value_list(value_models):
+        if isinstance(v, (str, bytes)) or hasattr(v, "__fspath__"):
+            from rlcustom.models.heads import ValueModel
+
+            v = ValueModel.load(v, dtype=dtype)
+        out.append(v.eval())
+    return out
+
+
+def vas_decoder(value_models, betas=1.0, k: int = 20, *, mode: str = "tree", dtype: str | None = None):
+    """Factory for the ``hf`` engine: ``HFEngine(pi0, tok, decoder=vas_decoder([vm], [2.0]))``.
+
+    Kwargs (also the ``decoder=vas`` config/CLI signature):
+        value_models: one value model or a list; each a loaded
+            :class:`~rlcustom.models.heads.ValueModel` or a directory written by
+            ``ValueModel.save`` (e.g. ``OUTPUT_DIR/value`` of the ``vas`` trainer), loaded once here
+            in ``dtype`` (None: as saved) and moved to the engine model's device on first use.
+        betas: one per value model (a bare number for one model); numbers or ``[B]`` tensors.
+        k: top-k children evaluated per step (default 20, as the paper).
+        mode: ``"tree"`` (one forward of B rows x k tokens with a tree mask) or ``"expand"``.
+
+    Returns ``factory(model) -> VASStep``.
+    """
+    vms = _load_values(value_models, dtype)
+    betas = _check_betas(betas, len(vms))
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+
+    def factory(model) -> VASStep:
+        dev = _model_device(model)
+        for i, vm in enumerate(vms):
+            if _model_device(vm) != dev:
+                vms[i] = vm.to(dev)
+        return VASStep(model, vms, betas, k=k, mode=mode)
+
+    return factory
+
+
+def vas_blackbox_decoder(base_fn, value_models, betas=1.0, k: int = 20, *, vocab_size: int | None = None,
+                         mode: str = "tree", dtype: str | None = None):
+    """Factory for the ``hf`` engine running :class:`VASBlackBoxStep` (the engine's own model is
+    ignored: ``pi_0`` is ``base_fn``). Returns ``factory(model) -> VASBlackBoxStep``."""
+    vms = _load_values(value_models, dtype)
+    betas = _check_betas(betas, len(vms))
+
+    def factory(model=None) -> VASBlackBoxStep:
+        return VASBlackBoxStep(base_fn, vms, betas, k=k, vocab_size=vocab_size, mode=mode)
+
+    return factory
+
+
+def _register_decoder() -> None:
+    from rlcustom.registry import DECODERS
+
+    if "vas" not in DECODERS:
+        DECODERS.register("vas")(vas_decoder)
+
+
+_register_decoder()

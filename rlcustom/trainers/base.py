@@ -260,18 +260,21 @@ class Trainer:
 
         from rlcustom.tracking import Tracker, progress
 
-        prev = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-        for s in prev:
-            signal.signal(s, self._on_signal)
         tracker = None
+        prev: dict = {}
         try:
             self.place()
+            # after ray.init, which installs its own SIGTERM handler: ours finishes the step and checkpoints
+            prev = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+            for s in prev:
+                signal.signal(s, self._on_signal)
             self.build()
             self.wait_roles_ready()
             self.maybe_resume()
             if "learner" in self.groups and "rollout" in self.groups and self.step_idx > 0:
                 self.sync_weights()  # a resumed learner's weights go to fresh engines
-            tracker = Tracker(self.cfg.tracking, self.out_dir, config=to_dict(self.cfg), run_id=self.wandb_id)
+            tracker = Tracker(self.cfg.tracking, self.out_dir, config=to_dict(self.cfg), run_id=self.wandb_id,
+                              handle_signals=False)
             tracker.start()
             self.tracker = tracker
             self.wandb_id = tracker.run_id
