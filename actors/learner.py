@@ -452,9 +452,41 @@ class LearnerActor(ActorBase):
 
     # ------------------------------------------------------------------ public API
 
+    @contextmanager
+    def _grad_clipping(self, max_grad_norm: float | None) -> Iterator[None]:
+        """Clip this step's global gradient norm to ``max_grad_norm`` instead of ``optim.max_grad_norm``
+        (``0`` disables clipping; ``None`` keeps the configured value).
+
+        DeepSpeed clips inside ``engine.step()``: ZeRO-0 fp32 reads the engine config
+        (``clip_fp32_gradients``), the ZeRO 1-3 / bf16 / fp16 optimizer wrappers their own
+        ``clip_grad`` (on the partitioned, reduced gradients). Both are set for the step and
+        restored after it, so clipping stays DeepSpeed's (correct under every ZeRO stage).
+        """
+        if max_grad_norm is None:
+            yield
+            return
+        v = float(max_grad_norm)
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"max_grad_norm must be a finite number >= 0, got {max_grad_norm}")
+        cfg, opt = self.engine._config, self.optimizer
+        old_cfg, old_opt = cfg.gradient_clipping, getattr(opt, "clip_grad", None)
+        cfg.gradient_clipping = v
+        if old_opt is not None:
+            opt.clip_grad = v
+        try:
+            yield
+        finally:
+            cfg.gradient_clipping = old_cfg
+            if old_opt is not None:
+                opt.clip_grad = old_opt
+
     def train_step(self, batch: dict, loss_name: str, *, weighting: str | None = None,
-                   **loss_kwargs) -> dict[str, float]:
+                   max_grad_norm: float | None = None, **loss_kwargs) -> dict[str, float]:
         """One optimizer step on this rank's rows (see the module docstring for the loss scaling).
+
+        ``max_grad_norm`` clips this step's gradient to that global norm instead of
+        ``optim.max_grad_norm`` (0: no clipping), e.g. to clip the parts of an
+        alternating objective separately (L3M, Section 5.3).
 
         Returns this rank's stats averaged over its micro-batches plus ``train/loss``,
         ``train/grad_norm`` (before clipping; inf/nan on a skipped step), ``train/lr``
@@ -465,25 +497,28 @@ class LearnerActor(ActorBase):
         self.steps += 1
         lr = float(self.base_optimizer.param_groups[0]["lr"])
         stats, _, _ = self._accumulate(batch, loss_name, weighting, loss_kwargs)
-        if self._ds_skips_nonfinite():
-            self.engine.step()
-            skipped = bool(self.optimizer.overflow)
-            gn = self.engine.get_global_grad_norm()
-            grad_norm = float(gn) if gn is not None else float("nan")
-        else:
-            grad_norm = self._local_grad_norm()
-            skipped = not math.isfinite(grad_norm)
-            if skipped:
-                self.engine.zero_grad()
-            else:
+        with self._grad_clipping(max_grad_norm):
+            if self._ds_skips_nonfinite():
                 self.engine.step()
+                skipped = bool(self.optimizer.overflow)
+                gn = self.engine.get_global_grad_norm()
+                grad_norm = float(gn) if gn is not None else float("nan")
+            else:
+                grad_norm = self._local_grad_norm()
+                skipped = not math.isfinite(grad_norm)
+                if skipped:
+                    self.engine.zero_grad()
+                else:
+                    self.engine.step()
         if skipped:
             self.skipped += 1
             self.consecutive_nonfinite += 1
         else:
             self.updates += 1
             self.consecutive_nonfinite = 0
-        stats.update({"train/grad_norm": grad_norm, "train/lr": lr, "train/skipped": float(skipped),
+        clip = self.optim_cfg.max_grad_norm if max_grad_norm is None else float(max_grad_norm)
+        stats.update({"train/grad_norm": grad_norm, "train/max_grad_norm": clip, "train/lr": lr,
+                      "train/skipped": float(skipped),
                       "train/nonfinite_steps": float(self.consecutive_nonfinite),
                       "train/skipped_total": float(self.skipped),
                       "train/step_seconds": time.perf_counter() - t0})

@@ -103,3 +103,4 @@ bt_reward.weighting = "rows"
 
 
 import rlcustom.algos.l3m_objectives  # noqa: F401,E402  (registers "l3m_constraint")
+import rlcustom.algos.qadapter_objectives  # noqa: F401,E402  (registers "qadapter")
