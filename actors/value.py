@@ -250,8 +250,10 @@ class ValueActor(ActorBase):
         p = Path(path)
         self.model.save(p)
         if with_optimizer:
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                       p / "optimizer.pt")
+            from rlcustom.actors.learner import plain_state  # only what weights_only=True loading accepts
+
+            torch.save({"optimizer": plain_state(self.optimizer.state_dict()),
+                        "scheduler": plain_state(self.scheduler.state_dict())}, p / "optimizer.pt")
         (p / "value_state.json").write_text(json.dumps({"step": self.step_count, "lr": self.lr}) + "\n")
         return str(p)
 
@@ -263,8 +265,9 @@ class ValueActor(ActorBase):
         opt = p / "optimizer.pt"
         if with_optimizer and opt.is_file():
             state = torch.load(opt, map_location="cpu", weights_only=True)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
+            # saved plain entries over the live ones (objects that were left out come from the live state)
+            self.optimizer.load_state_dict({**self.optimizer.state_dict(), **state["optimizer"]})
+            self.scheduler.load_state_dict({**self.scheduler.state_dict(), **state["scheduler"]})
         st = p / "value_state.json"
         if st.is_file():
             self.step_count = int(json.loads(st.read_text()).get("step", 0))
