@@ -43,3 +43,13 @@ def stopping_tiny_dir(tmp_path_factory):
     from rlcustom.models.tiny import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("tiny_eos") / "model", seed=0, eos_logit=6.0)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray for one test module (2 logical CPUs, no dashboard), shut down after it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()

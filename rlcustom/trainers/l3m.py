@@ -273,13 +273,9 @@ class L3MTrainer(DatasetTrainer):
 
     def task_rows(self, n: int) -> list[dict]:
         """The next n task rows in a seeded per-epoch order (position = task steps so far)."""
-        epoch_len, out = len(self.rows), []
-        for j in range(self.task_steps * n, self.task_steps * n + n):
-            epoch, pos = divmod(j, epoch_len)
-            order = list(range(epoch_len))
-            random.Random(self.cfg.seed * 1000 + epoch).shuffle(order)
-            out.append(self.rows[order[pos]])
-        return out
+        from rlcustom.trainers.offline import epoch_rows
+
+        return epoch_rows(self.rows, self.task_steps * n, n, self.cfg.seed)
 
     def eval_task(self) -> dict[str, float]:
         """Task NLL (token mean) and perplexity on a fixed set of task rows, without a gradient."""

@@ -20,6 +20,18 @@ def encode_pairs(tok, prompts: list[str], completions: list[str], max_prompt: in
     return Rollouts(p_ids, c_ids, [[0.0] * len(c) for c in c_ids], ["stop"] * len(c_ids), list(range(len(c_ids))))
 
 
+def epoch_rows(rows: list, start: int, n: int, seed: int) -> list:
+    """Rows ``start .. start+n-1`` of an endless stream of seeded per-epoch shuffles of ``rows``
+    (a pure function of the position, so a resumed run reads exactly what it would have)."""
+    out = []
+    for j in range(start, start + n):
+        epoch, pos = divmod(j, len(rows))
+        order = list(range(len(rows)))
+        random.Random(seed * 1000 + epoch).shuffle(order)
+        out.append(rows[order[pos]])
+    return out
+
+
 class DatasetTrainer(Trainer):
     """Shared by SFT/DPO: a seeded epoch order over a dataset; position = step * batch size."""
 
@@ -34,14 +46,7 @@ class DatasetTrainer(Trainer):
         self.rows = rows
 
     def next_rows(self, n: int) -> list[dict]:
-        epoch_len = len(self.rows)
-        out = []
-        for j in range(self.step_idx * n, self.step_idx * n + n):
-            epoch, pos = divmod(j, epoch_len)
-            order = list(range(epoch_len))
-            random.Random(self.cfg.seed * 1000 + epoch).shuffle(order)
-            out.append(self.rows[order[pos]])
-        return out
+        return epoch_rows(self.rows, self.step_idx * n, n, self.cfg.seed)
 
 
 @register_section("sft")

@@ -17,11 +17,7 @@ from rlcustom.trainers import run_trainer
 LO, HI = 3, 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")  # conftest: real Ray for this module
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,6 @@ from rlcustom.trainers import run_trainer
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
