@@ -96,7 +96,7 @@ def bt_reward(model, batch: dict, *, margin: float | None = None, **_) -> tuple[
         raise ValueError("bt_reward: a batch shard has an odd number of rows; use even micro_batch_size")
     loss, acc = bradley_terry_loss(scores[0::2], scores[1::2], margin=margin)
     return loss, {"train/bt_loss": float(loss.detach()), "train/pair_accuracy": float(acc),
-                  "train/reward_margin": float((scores[0::2] - scores[1::2]).mean())}
+                  "train/reward_margin": float((scores[0::2] - scores[1::2]).detach().mean())}
 
 
 bt_reward.weighting = "rows"
