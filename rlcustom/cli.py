@@ -227,7 +227,38 @@ def _eval_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default="reward,kl,pairs,ppl", help="comma list of: reward, kl, pairs, ppl")
     p.add_argument("--limit", type=int, default=32, help="validation prompts sampled for reward/KL")
     p.add_argument("--pairs", type=int, default=64, help="validation pairs for accuracy/perplexity")
-    p.add_argument("--out", help="JSON output (default: OUTPUT_DIR/eval.json)")
+    p.add_argument("--out", help="JSON output (default: OUTPUT_DIR/eval.json; eval dera: OUTPUT_DIR/dera.json)")
+    g = p.add_argument_group("DeRa sweep (rlcustom eval dera CONFIG ...)")
+    g.add_argument("--aligned", help="dera: the aligned model (a directory, e.g. OUTPUT_DIR/model); SFT = model.path")
+    g.add_argument("--adapter", help="dera: a LoRA adapter directory or LoRA run checkpoint over model.path "
+                                     "(decoded with one batched forward per step)")
+    g.add_argument("--lams", default="0,0.5,1,1.5", help="dera: comma list of lambda values, any real numbers (a negative first value: --lams=-0.5,0,1)")
+    g.add_argument("--interp", action="store_true", help="dera: also decode the weight-interpolated model "
+                                                         "(1-lam)*theta_sft + lam*theta_aligned at each lambda")
+    g.add_argument("--samples", type=int, default=4, help="dera: prompts shown in the sample table")
+    p.epilog = ("rlcustom eval dera CONFIG (--aligned PATH | --adapter DIR) --lams 0,0.5,1,1.5 [--interp] "
+                "[--limit N] [--out F]: decoding-time realignment sweep (Liu et al. 2024): per lambda, reward "
+                "(the config's reward:) and KL to the SFT model (model.path) of samples on validation prompts, "
+                "and a sample table; JSON plus a reward/KL-vs-lambda plot next to it.")
+
+
+def _eval_dera(args: argparse.Namespace) -> int:
+    """``rlcustom eval dera CONFIG ...``: the DeRa lambda sweep (rlcustom/eval_dera.py)."""
+    from rlcustom.eval_dera import parse_lams, run
+
+    lams = parse_lams(args.lams)  # before loading anything
+    if not args.aligned and not args.adapter:
+        raise RLCustomError("eval dera: needs --aligned PATH (an aligned model directory, e.g. OUTPUT_DIR/model) "
+                            "or --adapter DIR (a LoRA adapter or LoRA checkpoint over model.path)")
+    cfg = _load(args)
+    out = args.out or Path(cfg.output_dir) / "dera.json"
+    res = run(cfg, lams=lams, aligned=args.aligned, adapter=args.adapter, interp=args.interp, limit=args.limit,
+              samples=args.samples, out=out)
+    for r in res["results"]:
+        print(f"{r['variant']:6s} lam={r['lam']:<6g} reward {r['reward']:+.4f}  kl {r['kl']:.3f}  "
+              f"kl_tokenwise {r['kl_tokenwise']:.3f}")
+    print(f"wrote {out}" + (f" and {res['plot']}" if res.get("plot") else ""))
+    return 0
 
 
 @command("eval", "reward, KL to a reference, preference accuracy, perplexity of a model; JSON out",
@@ -235,6 +266,11 @@ def _eval_configure(p: argparse.ArgumentParser) -> None:
 def eval_(args: argparse.Namespace) -> int:
     from rlcustom.evaluation import METRICS, evaluate, write
 
+    if args.config == "dera" and not Path("dera").is_file():  # `rlcustom eval dera CONFIG ...`
+        args.config = args.overrides.pop(0) if args.overrides else None
+        return _eval_dera(args)
+    if args.aligned or args.adapter or args.interp:
+        raise RLCustomError("--aligned/--adapter/--interp belong to `rlcustom eval dera CONFIG ...`")
     cfg = _load(args)
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     bad = [m for m in metrics if m not in METRICS]

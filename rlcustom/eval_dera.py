@@ -1,0 +1,405 @@
+"""``rlcustom eval dera``: sweep the DeRa realignment strength lambda without retraining.
+
+Liu et al., "Decoding-time Realignment of Language Models" (ICML 2024): decoding with
+``softmax(lam * h_aligned + (1 - lam) * h_sft)`` (Eq. 9, Algorithm 1) approximates the
+model aligned with KL strength ``beta / lam``. A user picks ``lam`` by looking at reward
+against KL to the SFT model over a grid (the paper's Figures 2-4); this module makes
+that grid:
+
+    rlcustom eval dera CONFIG --aligned runs/ppo/model --lams 0,0.5,1,1.5 [--interp]
+    rlcustom eval dera CONFIG --adapter runs/dpo/checkpoints/latest --lams 0,0.5,1,2
+
+For each ``lam`` the validation prompts of ``CONFIG``'s data are decoded with DeRa (two
+models, each with its own KV cache, or one peft model whose LoRA adapter is the aligned
+model: one batched forward per step), scored with ``CONFIG``'s ``reward:`` and compared
+with the SFT model (``model.path``). With ``--interp`` the weight-combining variant of
+Appendix D.5, ``theta = lam * theta_aligned + (1 - lam) * theta_sft``, is decoded at the
+same ``lam`` values beside it.
+
+KL to the SFT model, per sample (mean over samples reported):
+
+- ``kl``: ``sum_t log pi_lam(y_t | y_<t) - log pi_sft(y_t | y_<t)`` over the response
+  tokens, with ``pi_lam`` the distribution the decoder sampled from (its raw
+  temperature-1 log-probs, as the ``hf`` engine's ``Rollouts.logprobs``): the k1
+  sequence-KL estimate of the paper's x-axis;
+- ``kl_tokenwise``: ``sum_t KL(pi_lam(. | y_<t) || pi_sft(. | y_<t))`` over the same
+  positions, exact per position (summed over the vocabulary); the same expectation with
+  far less variance.
+
+Both come from the logits each step already computes (the SFT logits are one of DeRa's
+parts; the weight-interpolated model is decoded side by side with the SFT model), so no
+extra forward pass over the samples is needed. Every ``lam`` and variant uses the same
+sampling seed (common random numbers), so differences between rows are not seed noise.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from rlcustom.errors import RLCustomError
+
+__all__ = ["parse_lams", "load_aligned", "KLRecorder", "sweep", "run", "write_plot"]
+
+
+def parse_lams(text: str | Sequence[Any]) -> list[float]:
+    """``"0,0.5,1,1.5"`` -> ``[0.0, 0.5, 1.0, 1.5]``; one-line error naming the bad item."""
+    items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
+    items = [s for s in items if not (isinstance(s, str) and s == "")]
+    if not items:
+        raise RLCustomError("--lams: empty (expected a comma list of numbers such as 0,0.5,1,1.5)")
+    out = []
+    for s in items:
+        try:
+            v = float(s)
+        except (TypeError, ValueError):
+            raise RLCustomError(f"--lams: {s!r} is not a number (expected a comma list such as 0,0.5,1,1.5)") from None
+        if not math.isfinite(v):
+            raise RLCustomError(f"--lams: {s!r} is not a finite number")
+        out.append(v)
+    return out
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _checkpoint_weights(path: Path) -> Path | None:
+    """The LoRA ``model.safetensors`` of a learner checkpoint: ``OUTPUT_DIR``, ``OUTPUT_DIR/checkpoints``,
+    ``.../step_N`` or ``.../step_N/learner`` (``latest`` pointers are followed)."""
+    cands = [path]
+    for root in (path, path / "checkpoints"):
+        ptr = root / "latest"
+        if ptr.is_file():
+            cands.append(root / ptr.read_text().strip())
+    for c in list(cands):
+        cands.append(c / "learner")
+    for c in cands:
+        if (c / "learner.json").is_file() and (c / "model.safetensors").is_file():
+            return c
+    return None
+
+
+def load_aligned(sft_model, *, aligned: str | None, adapter: str | None, lora_cfg=None, dtype: str = "float32"):
+    """``("two_model", aligned_model)`` or ``("lora", peft_model)`` (the peft model wraps a copy of ``sft_model``).
+
+    ``adapter`` is a peft adapter directory (``adapter_config.json``) or a learner checkpoint
+    of a LoRA run (``OUTPUT_DIR``, ``OUTPUT_DIR/checkpoints/latest``, ``.../step_N``), whose
+    adapter weights are read with the config's ``model.lora`` settings (``lora_cfg``).
+    """
+    if aligned and adapter:
+        raise RLCustomError("eval dera: give --aligned PATH or --adapter DIR, not both")
+    if not aligned and not adapter:
+        raise RLCustomError("eval dera: needs --aligned PATH (an aligned model directory, e.g. OUTPUT_DIR/model) "
+                            "or --adapter DIR (a LoRA adapter or LoRA checkpoint over model.path)")
+    from rlcustom.models.loading import load_causal_lm
+
+    if aligned:
+        from rlcustom.errors import ModelLoadError
+
+        try:
+            return "two_model", load_causal_lm(aligned, dtype=dtype).eval()
+        except ModelLoadError as e:
+            raise RLCustomError(f"--aligned: {e}") from None
+
+    p = Path(adapter).expanduser()
+    if not p.exists():
+        raise RLCustomError(f"--adapter {adapter}: no such directory")
+    base = copy.deepcopy(sft_model)
+    if (p / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        return "lora", PeftModel.from_pretrained(base, str(p), is_trainable=False).eval()
+    ck = _checkpoint_weights(p)
+    if ck is None:
+        raise RLCustomError(f"--adapter {adapter}: neither a peft adapter directory (adapter_config.json) "
+                            "nor a learner checkpoint (learner.json + model.safetensors)")
+    meta = json.loads((ck / "learner.json").read_text())
+    if not meta.get("lora"):
+        raise RLCustomError(f"--adapter {adapter}: checkpoint {ck} is not a LoRA run (train with model.lora, "
+                            "or pass its exported model with --aligned OUTPUT_DIR/model)")
+    if lora_cfg is None:
+        raise RLCustomError(f"--adapter {adapter}: a LoRA checkpoint needs the run's model.lora settings "
+                            "in the config (r, alpha, target_modules)")
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    pcfg = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=0.0,
+                      target_modules=list(lora_cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+    pm = get_peft_model(base, pcfg)
+    sd = load_file(str(ck / "model.safetensors"))
+    res = set_peft_model_state_dict(pm, sd)
+    unexpected = list(getattr(res, "unexpected_keys", []) or [])
+    if unexpected or not any(".lora_" in k for k in sd):
+        raise RLCustomError(f"--adapter {adapter}: {ck / 'model.safetensors'} does not match model.lora "
+                            f"(unexpected keys, e.g. {unexpected[:2]})")
+    return "lora", pm.eval()
+
+
+# ----------------------------------------------------------------------------- recording KL while decoding
+
+
+class KLRecorder:
+    """A :class:`~rlcustom.engines.base.StepModel` around a
+    :class:`~rlcustom.decoding.multi.CombinedStep` whose parts include the SFT logits
+    (``inner.last[sft_index]``). It returns the inner logits unchanged and records, per
+    step, ``KL(pi(.) || pi_sft(.))`` of every row (exact, over the vocabulary) and
+    ``log pi_sft`` of the token the engine fed back (the last step's token is taken by
+    :meth:`finish`, since the engine does not feed it)."""
+
+    def __init__(self, inner, sft_index: int) -> None:
+        self.inner, self.sft_index = inner, sft_index
+        self.kl: list[torch.Tensor] = []
+        self.sft_lp: list[torch.Tensor] = []
+        self.rows = 0
+        self._lps: torch.Tensor | None = None
+
+    def _record(self, logits: torch.Tensor) -> torch.Tensor:
+        lp = torch.log_softmax(logits.float(), -1)
+        lps = torch.log_softmax(self.inner.last[self.sft_index].float(), -1)
+        p = lp.exp()
+        diff = torch.where(p > 0, lp - lps, torch.zeros_like(lp))  # 0 * log 0 = 0
+        self.kl.append((p * diff).sum(-1).cpu())
+        self._lps = lps
+        return logits
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        assert self._lps is not None
+        tok = tokens.reshape(-1, 1).to(self._lps.device)
+        self.sft_lp.append(self._lps.gather(-1, tok).squeeze(-1).cpu())
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self.rows = int(input_ids.shape[0])
+        return self._record(self.inner.start(input_ids, attention_mask))
+
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        self._take(tokens)
+        return self._record(self.inner.advance(tokens))
+
+    def finish(self, response_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(kl_tokenwise [rows], sft_logprob_sum [rows])`` over each row's response tokens."""
+        T = len(self.kl)
+        last = [r[T - 1] if len(r) == T else 0 for r in response_ids]
+        self._take(torch.tensor(last, dtype=torch.long))
+        kl, slp = torch.stack(self.kl, 1).double(), torch.stack(self.sft_lp, 1).double()  # [rows, T]
+        mask = torch.zeros_like(kl)
+        for i, r in enumerate(response_ids):
+            mask[i, : len(r)] = 1.0
+        return (kl * mask).sum(1), (slp * mask).sum(1)
+
+
+def _decode(engine, prompt_ids, params, make_inner: Callable[[], Any], sft_index: int):
+    """Generate with ``make_inner()`` steps wrapped in :class:`KLRecorder`; returns
+    ``(rollouts, kl_k1 [N], kl_tokenwise [N])``."""
+    recs: list[KLRecorder] = []
+
+    def factory(_model):
+        rec = KLRecorder(make_inner(), sft_index)
+        recs.append(rec)
+        return rec
+
+    ro = engine.generate(prompt_ids, params, decoder=factory)
+    k1, tw, s = [], [], 0
+    for rec in recs:  # the engine makes one step per chunk of rows, in order
+        rows = ro.response_ids[s : s + rec.rows]
+        tokwise, sft_sum = rec.finish(rows)
+        lam_sum = torch.tensor([math.fsum(lp) for lp in ro.logprobs[s : s + rec.rows]], dtype=torch.float64)
+        k1.append(lam_sum - sft_sum)
+        tw.append(tokwise)
+        s += rec.rows
+    assert s == len(ro), f"recorded {s} rows for {len(ro)} samples"
+    return ro, torch.cat(k1), torch.cat(tw)
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def _stats(x: Sequence[float]) -> tuple[float, float]:
+    t = torch.as_tensor(list(x), dtype=torch.float64)
+    sem = float(t.std(unbiased=True) / math.sqrt(len(t))) if len(t) > 1 else 0.0
+    return float(t.mean()), sem
+
+
+def sweep(sft_model, tokenizer, prompt_ids: Sequence[Sequence[int]], params, lams: Sequence[float], *,
+          kind: str, aligned_model, score: Callable[[Any], list[float]], interp: bool = False,
+          batch_size: int = 32, log: Callable[[str], None] = lambda s: None) -> dict:
+    """Decode ``prompt_ids`` at every ``lam`` (and, with ``interp``, with the weight-interpolated
+    model); returns ``{"results": [row per (variant, lam)], "per_sample": {...}}``.
+
+    ``kind``: ``"two_model"`` (``aligned_model`` a causal LM sharing the tokenizer) or ``"lora"``
+    (``aligned_model`` a peft model over a copy of ``sft_model``). ``score(rollouts)`` returns
+    one reward per sample.
+    """
+    from rlcustom.decoding.dera import DeRaStep, lora_interpolated, weight_interpolated_model
+    from rlcustom.decoding.multi import CombinedStep, TwoModelStep
+    from rlcustom.engines.hf import HFEngine
+
+    engine = HFEngine(sft_model, tokenizer, batch_size=batch_size)
+    variants = ["dera"] + (["interp"] if interp else [])
+    results, per_sample = [], {}
+    for variant in variants:
+        for lam in lams:
+            t0 = time.perf_counter()
+            if variant == "dera":
+                if kind == "lora":
+                    make = lambda lam=lam: DeRaStep.from_lora(aligned_model, lam)  # noqa: E731
+                else:
+                    make = lambda lam=lam: DeRaStep(sft_model, [aligned_model], lam)  # noqa: E731
+                sft_index, model_lam = 0, None
+            else:
+                model_lam = (lora_interpolated(aligned_model, lam) if kind == "lora"
+                             else weight_interpolated_model(sft_model, aligned_model, lam)).eval()
+                make = lambda m=model_lam: CombinedStep(TwoModelStep([m, sft_model]), lambda parts: parts[0])  # noqa: E731
+                sft_index = 1
+            ro, k1, tw = _decode(engine, prompt_ids, params, make, sft_index)
+            del model_lam
+            rewards = [float(r) for r in score(ro)]
+            r_mean, r_sem = _stats(rewards)
+            kl_mean, kl_sem = _stats(k1.tolist())
+            tw_mean, tw_sem = _stats(tw.tolist())
+            row = {"variant": variant, "lam": float(lam), "reward": r_mean, "reward_sem": r_sem,
+                   "kl": kl_mean, "kl_sem": kl_sem, "kl_tokenwise": tw_mean, "kl_tokenwise_sem": tw_sem,
+                   "length": sum(len(r) for r in ro.response_ids) / max(len(ro), 1),
+                   "stopped": sum(f == "stop" for f in ro.finish_reasons) / max(len(ro), 1),
+                   "samples": len(ro), "seconds": time.perf_counter() - t0}
+            results.append(row)
+            per_sample[(variant, float(lam))] = {"texts": list(ro.texts), "rewards": rewards, "kl": k1.tolist(),
+                                                 "prompt_index": list(ro.prompt_index)}
+            log(f"{variant:6s} lam={lam:<6g} reward {r_mean:+.4f} (+-{r_sem:.4f})  kl {kl_mean:.3f} "
+                f"(tokenwise {tw_mean:.3f})  len {row['length']:.1f}  {row['seconds']:.1f}s")
+    return {"results": results, "per_sample": per_sample}
+
+
+def sample_table(per_sample: dict, prompts: Sequence[str], k: int) -> list[dict]:
+    """The first sample of the first ``k`` prompts at every (variant, lam): text, reward, KL."""
+    rows = []
+    for i in range(min(k, len(prompts))):
+        row: dict = {"prompt": prompts[i], "completions": []}
+        for (variant, lam), d in per_sample.items():
+            j = d["prompt_index"].index(i)
+            row["completions"].append({"variant": variant, "lam": lam, "text": d["texts"][j],
+                                       "reward": d["rewards"][j], "kl": d["kl"][j]})
+        rows.append(row)
+    return rows
+
+
+def run(cfg, *, lams: Sequence[float], aligned: str | None = None, adapter: str | None = None,
+        interp: bool = False, limit: int = 32, samples: int = 4, out: str | Path | None = None,
+        plot: bool = True, log: Callable[[str], None] = print) -> dict:
+    """The ``rlcustom eval dera`` command: load, sweep, write JSON (and a plot); returns the result."""
+    from rlcustom.actors.reward import RewardActor
+    from rlcustom.data.prompting import build_prompts
+    from rlcustom.models.loading import load_causal_lm, load_tokenizer
+
+    t0 = time.perf_counter()
+    lams = parse_lams(lams) if isinstance(lams, str) else [float(x) for x in lams]
+    if not aligned and not adapter:  # fail before loading anything
+        load_aligned(None, aligned=None, adapter=None)
+    m = cfg.model
+    tok = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
+    ps = build_prompts(dataclasses.replace(cfg.data, split="validation", limit=limit), tok, seed=cfg.seed)
+    r = cfg.reward
+    actor = RewardActor(r.spec, model_path=r.model_path, url=r.url, kwargs=dict(r.kwargs), tokenizer_path=m.path,
+                        timeout_s=r.timeout_s, max_retries=r.max_retries, api_key_env=r.api_key_env)
+    sft = load_causal_lm(m.path, dtype=m.dtype, trust_remote_code=m.trust_remote_code).eval()
+    kind, al = load_aligned(sft, aligned=aligned, adapter=adapter, lora_cfg=m.lora, dtype=m.dtype)
+    params = cfg.sampling.params(seed=cfg.seed)
+    log(f"eval dera: {len(ps.ids)} prompts x {params.n} samples, {params.max_new_tokens} new tokens, "
+        f"{kind} DeRa{' + weight interpolation' if interp else ''}, lams {lams}")
+    sw = sweep(sft, tok, ps.ids, params, lams, kind=kind, aligned_model=al, score=actor.score, interp=interp,
+               log=log)
+    res = {"sft": m.path, "aligned": aligned, "adapter": adapter, "path": kind, "lams": lams,
+           "reward": {"spec": r.spec, "model_path": r.model_path, "kwargs": dict(r.kwargs)},
+           "prompts": len(ps.ids), "sampling": dataclasses.asdict(params), "seed": cfg.seed,
+           "kl_definition": {"kl": "mean over samples of sum_t log pi_lam(y_t) - log pi_sft(y_t) (k1)",
+                             "kl_tokenwise": "mean over samples of sum_t KL(pi_lam(.|y_<t) || pi_sft(.|y_<t))"},
+           "results": sw["results"], "samples": sample_table(sw["per_sample"], ps.raw, samples),
+           "seconds": time.perf_counter() - t0}
+    if out is not None:
+        p = Path(out)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        res["plot"] = str(write_plot(res["results"], p.with_suffix(""), log=log)) if plot else None
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(res, indent=2))
+        tmp.replace(p)
+    return res
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+def write_plot(results: Sequence[dict], stem: str | Path, log: Callable[[str], None] = print) -> Path:
+    """Reward and KL against lam, one line per variant: ``STEM.png`` with matplotlib, else
+    ``STEM.svg`` drawn by hand (no dependency)."""
+    stem = Path(stem)
+    variants = list(dict.fromkeys(r["variant"] for r in results))
+    series = {v: sorted((r["lam"], r["reward"], r["kl"]) for r in results if r["variant"] == v) for v in variants}
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        path = stem.with_suffix(".svg")
+        path.write_text(_svg(series))
+        log(f"matplotlib is not installed: wrote an SVG plot instead ({path})")
+        return path
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for v, pts in series.items():
+        lams = [p[0] for p in pts]
+        axes[0].plot(lams, [p[1] for p in pts], marker="o", label=v)
+        axes[1].plot(lams, [p[2] for p in pts], marker="o", label=v)
+    for ax, name in zip(axes, ("reward", "KL to SFT")):
+        ax.set_xlabel("lambda")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    path = stem.with_suffix(".png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _svg(series: dict[str, list[tuple[float, float, float]]]) -> str:
+    W, H, pad = 360, 260, 48
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H}" font-family="sans-serif" '
+             f'font-size="11">', f'<rect width="{2 * W}" height="{H}" fill="white"/>']
+    for k, (col, name) in enumerate(((1, "reward"), (2, "KL to SFT"))):
+        pts = [p for s in series.values() for p in s]
+        if not pts:
+            break
+        x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+        y0, y1 = min(p[col] for p in pts), max(p[col] for p in pts)
+        x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+        ox = k * W
+
+        def X(x):
+            return ox + pad + (x - x0) / (x1 - x0) * (W - 1.5 * pad)
+
+        def Y(y):
+            return H - pad + (y - y0) / (y1 - y0) * (-(H - 1.7 * pad))
+
+        parts.append(f'<line x1="{ox + pad}" y1="{H - pad}" x2="{ox + W - pad / 2}" y2="{H - pad}" stroke="black"/>')
+        parts.append(f'<line x1="{ox + pad}" y1="{H - pad}" x2="{ox + pad}" y2="{pad * 0.7}" stroke="black"/>')
+        parts.append(f'<text x="{ox + W / 2}" y="{H - 10}" text-anchor="middle">lambda</text>')
+        parts.append(f'<text x="{ox + pad}" y="{pad * 0.5}">{name}</text>')
+        for lam in sorted({p[0] for p in pts}):
+            parts.append(f'<text x="{X(lam):.1f}" y="{H - pad + 14}" text-anchor="middle">{lam:g}</text>')
+        for y in (y0, y1):
+            parts.append(f'<text x="{ox + pad - 4}" y="{Y(y) + 4:.1f}" text-anchor="end">{y:.3g}</text>')
+        for i, (v, s) in enumerate(series.items()):
+            c = colors[i % len(colors)]
+            line = " ".join(f"{X(p[0]):.1f},{Y(p[col]):.1f}" for p in s)
+            parts.append(f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="2"/>')
+            parts += [f'<circle cx="{X(p[0]):.1f}" cy="{Y(p[col]):.1f}" r="3" fill="{c}"/>' for p in s]
+            if k == 0:
+                parts.append(f'<text x="{ox + W - pad * 1.6}" y="{pad + 14 * i}" fill="{c}">{v}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
