@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -114,6 +115,11 @@ class RolloutActor(ActorBase, WeightSyncMixin):
     def wake(self) -> bool:
         fn = getattr(self.engine, "wake", None)
         return bool(fn()) if fn else False
+
+    def rss_bytes(self) -> int:
+        """Resident memory of this actor's process (load tests check that it stays bounded)."""
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def pad_id(self) -> int:
         tok = self.engine.tokenizer

@@ -24,3 +24,7 @@ class MissingExtraError(RLCustomError, ImportError):
 
 class NonFiniteError(RLCustomError, FloatingPointError):
     """A loss, reward or gradient went NaN/Inf too many steps in a row."""
+
+
+class CheckpointError(RLCustomError, OSError):
+    """A checkpoint could not be written; the previous one is intact (its path is in the message)."""

@@ -29,11 +29,12 @@ import math
 import re
 from typing import Any, Callable, Mapping, Sequence
 
-from rlcustom.errors import RLCustomError
+from rlcustom.errors import NonFiniteError, RLCustomError
 from rlcustom.registry import REWARDS
 
 __all__ = [
-    "RewardFunctionError", "RewardSpecError", "resolve_reward", "apply_reward", "check_reward_value",
+    "RewardFunctionError", "NonFiniteRewardError", "RewardSpecError", "resolve_reward", "apply_reward",
+    "check_reward_value", "prompt_snippet",
     "length_tokens", "length_words", "count_token", "contains", "politeness", "no_refusal",
 ]
 
@@ -42,6 +43,11 @@ RewardFn = Callable[..., float]
 
 class RewardFunctionError(RLCustomError, RuntimeError):
     """A reward raised or returned something that is not a finite number; names the reward and the sample."""
+
+
+class NonFiniteRewardError(RewardFunctionError, NonFiniteError):
+    """A reward returned NaN/inf. The trainer skips that step (no update) and counts it in
+    ``skipped/nonfinite_reward``; ``optim.max_consecutive_nonfinite`` such steps in a row stop the run."""
 
 
 class RewardSpecError(RLCustomError, ValueError):
@@ -92,8 +98,16 @@ def reward_name(spec: str | RewardFn) -> str:
     return getattr(spec, "__qualname__", None) or getattr(spec, "__name__", None) or repr(spec)
 
 
-def check_reward_value(value: Any, name: str, index: int) -> float:
-    """``float(value)`` or a :class:`RewardFunctionError` naming the reward and sample."""
+def prompt_snippet(prompt: Any, n: int = 60) -> str:
+    """The prompt's last ``n`` characters on one line (its end is what differs between chat prompts)."""
+    text = " ".join(str(prompt).split())
+    return repr(text if len(text) <= n else "..." + text[-n:])
+
+
+def check_reward_value(value: Any, name: str, index: int, prompt: Any = None) -> float:
+    """``float(value)``; a non-number is a :class:`RewardFunctionError`, NaN/inf a
+    :class:`NonFiniteRewardError`, both naming the reward and the sample (and its prompt, when given)."""
+    where = f" (prompt {prompt_snippet(prompt)})" if prompt is not None else ""
     if isinstance(value, bool):
         return float(value)
     try:
@@ -101,10 +115,11 @@ def check_reward_value(value: Any, name: str, index: int) -> float:
     except (TypeError, ValueError):
         raise RewardFunctionError(
             f"reward {name!r} failed on sample {index}: returned {value!r} ({type(value).__name__}), "
-            "expected a number") from None
+            f"expected a number{where}") from None
     if not math.isfinite(out):
-        raise RewardFunctionError(
-            f"reward {name!r} failed on sample {index}: returned non-finite value {out} (rewards must be finite)")
+        raise NonFiniteRewardError(
+            f"reward {name!r} failed on sample {index}: returned non-finite value {out} (rewards must be finite)"
+            f"{where}")
     return out
 
 
@@ -120,8 +135,9 @@ def apply_reward(
     """Score each sample with one reward function; errors name the reward and the sample index.
 
     An exception inside the function becomes ``reward 'NAME' failed on sample I:
-    ExcType: message`` (the original is chained as ``__cause__``); a NaN/inf or
-    non-numeric return value is reported the same way.
+    ExcType: message (prompt '...end of the prompt')`` (the original is chained as
+    ``__cause__``); a non-numeric return value is reported the same way, a NaN/inf one
+    as :class:`NonFiniteRewardError` (the trainer skips that step).
     """
     fn = resolve_reward(spec)
     name = name or reward_name(spec)
@@ -137,8 +153,9 @@ def apply_reward(
             raise
         except Exception as e:  # noqa: BLE001 - user code: any failure is reported with its sample
             msg = str(e).splitlines()[0] if str(e) else ""
-            raise RewardFunctionError(f"reward {name!r} failed on sample {i}: {type(e).__name__}: {msg}") from e
-        out.append(check_reward_value(value, name, i))
+            raise RewardFunctionError(f"reward {name!r} failed on sample {i}: {type(e).__name__}: {msg} "
+                                      f"(prompt {prompt_snippet(p)})") from e
+        out.append(check_reward_value(value, name, i, p))
     return out
 
 

@@ -45,8 +45,9 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from rlcustom.errors import RLCustomError
+from rlcustom.rewards import NonFiniteRewardError
 
-__all__ = ["HTTPRewardClient", "HTTPRewardError", "redact_url"]
+__all__ = ["HTTPRewardClient", "HTTPRewardError", "HTTPNonFiniteRewardError", "redact_url"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 class HTTPRewardError(RLCustomError, RuntimeError):
     """An HTTP reward endpoint failed for good (retries exhausted, or a malformed/refused answer)."""
+
+
+class HTTPNonFiniteRewardError(HTTPRewardError, NonFiniteRewardError):
+    """The endpoint answered NaN/inf for a sample: the trainer skips the step, as for a Python reward."""
 
 
 class _Fatal(Exception):
@@ -265,8 +270,11 @@ class HTTPRewardClient:
             raise self._fail(f"{where}: {len(rewards)} rewards for {n} samples (samples {start}..{start + n - 1})")
         out = []
         for j, r in enumerate(rewards):
-            if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
+            if isinstance(r, bool) or not isinstance(r, (int, float)):
                 raise self._fail(f"{where}: reward for sample {start + j} is {r!r}, expected a finite number")
+            if not math.isfinite(r):
+                raise HTTPNonFiniteRewardError(self._redact(f"{where}: reward for sample {start + j} is {r!r}, "
+                                                            "expected a finite number"))
             out.append(float(r))
         return out
 

@@ -72,7 +72,8 @@ class Tracker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
         self.run = wandb.init(
-            project=self.cfg.project, name=self.cfg.name, group=self.cfg.group, tags=list(self.cfg.tags) or None,
+            project=self.cfg.project, name=redact(self.cfg.name), group=redact(self.cfg.group),
+            tags=redact(list(self.cfg.tags)) or None,
             dir=str(self.run_dir), mode=self.mode, config=self._config, id=self._run_id,
             resume="allow" if self._run_id else None, settings=wandb.Settings(console="off"),
         )

@@ -22,7 +22,12 @@ class ActorTimeout(RLCustomError):
 
 
 def init_ray(cluster_cfg=None, *, num_cpus: int | None = None, runtime_env: dict | None = None) -> None:
-    """Join ``cluster.address`` or start a local Ray bound to 127.0.0.1 (dashboard off unless asked)."""
+    """Join ``cluster.address`` or start a local Ray.
+
+    The local dashboard, and the job server it carries, stay off unless ``cluster.include_dashboard``;
+    when on, they listen on ``cluster.dashboard_host`` (127.0.0.1 unless configured). Ray itself maps
+    ``_node_ip_address=127.0.0.1`` to the machine's address on Linux and its GCS/raylet gRPC ports listen
+    on all interfaces: those are guarded by Ray's token authentication, not by the bind address."""
     import ray
 
     if ray.is_initialized():
@@ -36,7 +41,9 @@ def init_ray(cluster_cfg=None, *, num_cpus: int | None = None, runtime_env: dict
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or getattr(cluster_cfg, "num_cpus", None), include_dashboard=False,
+        ray.init(num_cpus=num_cpus or getattr(cluster_cfg, "num_cpus", None),
+                 include_dashboard=bool(getattr(cluster_cfg, "include_dashboard", False)),
+                 dashboard_host=getattr(cluster_cfg, "dashboard_host", None) or "127.0.0.1",
                  _node_ip_address="127.0.0.1", runtime_env=env, log_to_driver=True)
 
 

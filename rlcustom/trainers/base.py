@@ -4,6 +4,19 @@ The base owns: Ray start-up and role placement through the one scheduler, the
 step loop with a progress bar, W&B, checkpoints and ``resume: auto``, SIGTERM
 /SIGINT (checkpoint, finish W&B, exit non-zero), non-finite steps, and the
 learner -> rollout weight sync with rollout-crash retry.
+
+Faults, and what the loop does about them:
+
+* a rollout replica dies: its ``generate`` call is retried after Ray restarts it (:meth:`generate`);
+* a stateless replica (reward, reference) dies before the learner updated in this step: Ray restarts
+  it and the step runs again (same prompts and seeds, so nothing changes but the time);
+* any other death (a learner rank, a critic, a restart budget spent): every role is rebuilt and the
+  run continues from the last checkpoint (:meth:`_recover`, at most ``max_recoveries`` times);
+* a NaN/inf reward (:class:`~rlcustom.rewards.NonFiniteRewardError`), loss or gradient: the step
+  makes no update and is counted in ``skipped/nonfinite_{reward,loss,grad}``;
+  ``optim.max_consecutive_nonfinite`` bad steps in a row stop the run with a checkpoint and a
+  message naming the source;
+* bad data or a missing model path: found before Ray starts (:meth:`preflight`), one line.
 """
 from __future__ import annotations
 
@@ -14,7 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rlcustom.config import RoleConfig, to_dict
-from rlcustom.errors import NonFiniteError, RLCustomError
+from rlcustom.errors import CheckpointError, NonFiniteError, RLCustomError
+from rlcustom.rewards import NonFiniteRewardError
 from rlcustom.registry import TRAINERS
 from rlcustom.scheduler.runtime import RoleGroup, Timer, free_port, init_ray, make_group
 from rlcustom.trainers.checkpoint import CheckpointManager
@@ -50,6 +64,8 @@ class Trainer:
         self._stop_signal: int | None = None
         self._sync_ready = False
         self._bad_steps = 0
+        self.skip_counts = {"reward": 0, "loss": 0, "grad": 0, "metric": 0}  # non-finite steps by source
+        self._trained_this_step = False  # set by learner_train: a retried step would update twice
         self.wandb_id: str | None = None
         self.pad_id = 0
         self.samples: tuple | None = None
@@ -164,6 +180,7 @@ class Trainer:
         from rlcustom.scheduler.runtime import shard_batch
 
         lg = self.groups[learner]
+        self._trained_this_step = True
         shards = shard_batch(batch, len(lg))
         stats = lg.get([a.train_step.remote(s, loss, **kw) for a, s in zip(lg.actors, shards)], f"{learner}.train_step")
         keys = set().union(*stats)
@@ -221,9 +238,17 @@ class Trainer:
             if refs:
                 next(iter(self.groups.values())).get(refs, "checkpoint save")
 
+        from rlcustom.tracking import redact
+
         state = {"step": self.step_idx, "trainer": self.state_dict(), "wandb_id": self.wandb_id,
-                 "config": to_dict(self.cfg)}
-        path = self.ckpt.save(self.step_idx, state, write_roles)
+                 "skipped": dict(self.skip_counts), "config": redact(to_dict(self.cfg))}
+        try:
+            path = self.ckpt.save(self.step_idx, state, write_roles)
+        except Exception as e:  # noqa: BLE001 - disk full, a role's save raised, ...: say what is still there
+            inner = unwrap_ray_error(e)
+            msg = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+            raise CheckpointError(f"checkpoint at step {self.step_idx} failed ({type(inner).__name__}: {msg}); "
+                                  f"the previous checkpoint is intact: {self.ckpt.latest() or 'none yet'}") from e
         if self.tracker is not None and self.cfg.tracking.checkpoint_artifacts:
             self.tracker.log_artifact(path, name=f"{self.name}-checkpoint")
         return path
@@ -244,6 +269,7 @@ class Trainer:
                 g.get([a.load.remote(str(path / role)) for a in g.actors], f"{role} load")
         self.step_idx = int(state["step"])
         self.wandb_id = state.get("wandb_id")
+        self.skip_counts.update(state.get("skipped", {}))
         self.load_state_dict(state.get("trainer", {}))
         self.event(f"resumed from {path} at step {self.step_idx}")
         return path
@@ -263,6 +289,7 @@ class Trainer:
         tracker = None
         prev: dict = {}
         try:
+            self.preflight()
             self.place()
             # after ray.init, which installs its own SIGTERM handler: ours finishes the step and checkpoints
             prev = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -279,19 +306,28 @@ class Trainer:
             self.tracker = tracker
             self.wandb_id = tracker.run_id
             bar = progress(total=self.cfg.steps, initial=self.step_idx, desc=self.name, unit="step")
-            recoveries = 0
+            recoveries, retries = 0, 0
             while self.step_idx < self.cfg.steps:
+                self._trained_this_step = False
                 try:
                     stats = self.step()
-                except (RayActorError, ActorUnavailableError) as e:  # a learner/critic/reference died
+                except NonFiniteRewardError as e:  # no update was made with the bad rewards
+                    stats = self._reward_skip(unwrap_ray_error(e))
+                except (RayActorError, ActorUnavailableError) as e:  # an actor died
+                    if retries < self.max_step_retries and self._retry_step(e):
+                        retries += 1
+                        continue
                     if recoveries >= self.max_recoveries:
                         raise
                     recoveries += 1
                     self._recover(e)
                     continue
+                retries = 0
                 self.step_idx += 1
-                self._check_finite(stats)
+                stop = self._check_finite(stats)
                 tracker.log(stats, step=self.step_idx)
+                if stop:
+                    raise NonFiniteError(stop)
                 if self.samples is not None:  # (prompts, completions, rewards) set by the step
                     tracker.log_samples(self.step_idx, *self.samples)
                     self.samples = None
@@ -318,11 +354,16 @@ class Trainer:
             return {"history": tracker.history, "checkpoint": str(path), "summary": "\n".join(lines),
                     "events": self.events}
         except NonFiniteError as e:
-            path = self.save_checkpoint() if self.groups else None
-            raise NonFiniteError(f"{e}; last good state saved at {path}") from None
+            path = self.save_checkpoint() if self.groups or self.step_idx else None
+            raise NonFiniteError(f"{unwrap_ray_error(e)}; last good state saved at {path}") from None
         except KeyboardInterrupt:
             if self.groups:
                 self.save_checkpoint()
+            raise
+        except RLCustomError as e:  # raised inside an actor: the user's one line, not Ray's remote traceback
+            inner = unwrap_ray_error(e)
+            if inner is not e:
+                raise inner from None
             raise
         finally:
             if tracker is not None:
@@ -332,6 +373,41 @@ class Trainer:
             self.shutdown()
 
     max_recoveries = 2
+    max_step_retries = 2  # in-place retries of one step after a stateless actor died
+
+    def preflight(self) -> None:
+        """Model path, tokenizer and prompt data are checked before Ray starts: a typo costs one line, not a
+        cluster start-up (the prompt set is kept for the run)."""
+        if "rollout" in self.roles_used:
+            from rlcustom.trainers.roles import prompt_batch
+
+            prompt_batch(self, 0)
+
+    def _role_of(self, err: BaseException) -> str | None:
+        actor_id = getattr(err, "actor_id", None)
+        for role, g in self.groups.items():
+            if any(a._actor_id.hex() == actor_id for a in g.actors):
+                return role
+        return None
+
+    def _retry_step(self, err: BaseException) -> bool:
+        """A stateless replica died and nothing was updated yet in this step: wait for Ray's restart of it,
+        then run the step again. False when that does not apply (the caller then recovers from a checkpoint)."""
+        role = self._role_of(err)
+        if role is None or role in self.stateful_roles or role in ("learner", "rollout") or self._trained_this_step:
+            return False
+        self.event(f"step {self.step_idx + 1}: a {role} actor died ({type(err).__name__}); "
+                   f"retrying the step once Ray has restarted it")
+        try:
+            self.groups[role].wait_ready(600)
+        except Exception:  # noqa: BLE001 - its restart budget is spent: rebuild everything instead
+            return False
+        return True
+
+    def _reward_skip(self, err: BaseException) -> dict[str, float]:
+        self.timer.summary()  # this step's phase times are not a real step's
+        self._last_reward_error = str(err)
+        return {"skipped/nonfinite_reward_step": 1.0}
 
     def _recover(self, err: BaseException) -> None:
         """Rebuild every role and continue from the latest checkpoint (the start if none yet).
@@ -350,18 +426,36 @@ class Trainer:
         if "learner" in self.groups and "rollout" in self.groups:
             self.sync_weights()
 
-    def _check_finite(self, stats: dict[str, float]) -> None:
+    def _check_finite(self, stats: dict[str, float]) -> str | None:
+        """Classify this step (reward / loss / grad / other metric non-finite, or fine), add the
+        ``skipped/*`` counters to ``stats``, and return the stop message once
+        ``optim.max_consecutive_nonfinite`` bad steps came in a row."""
         import math
 
-        bad = [k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v)]
-        skipped = stats.get("train/skipped", 0.0) > 0 or bool(bad)
-        self._bad_steps = self._bad_steps + 1 if skipped else 0
-        if skipped:
-            self.event(f"step {self.step_idx}: non-finite values skipped ({', '.join(bad) or 'train loss/grad'})")
+        source, what = None, ""
+        if stats.pop("skipped/nonfinite_reward_step", 0.0):
+            source, what = "reward", getattr(self, "_last_reward_error", "reward")
+        elif stats.get("train/nonfinite_loss", 0.0) > 0:
+            source, what = "loss", f"learner loss (train/loss={stats.get('train/loss', float('nan')):.4g})"
+        elif stats.get("train/skipped", 0.0) > 0:
+            source, what = "grad", f"gradient (train/grad_norm={stats.get('train/grad_norm', float('nan')):.4g})"
+        else:
+            bad = [k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                source, what = "metric", "metric " + ", ".join(bad)
+        if source is not None:
+            self.skip_counts[source] += 1
+        self._bad_steps = self._bad_steps + 1 if source else 0
+        stats.update({f"skipped/nonfinite_{k}": float(v) for k, v in self.skip_counts.items()})
+        stats["skipped/consecutive"] = float(self._bad_steps)
+        if source is None:
+            return None
+        stats["train/skipped"] = 1.0
+        self.event(f"step {self.step_idx}: skipped, no update (non-finite {what})")
         limit = self.cfg.optim.max_consecutive_nonfinite
         if self._bad_steps >= limit:
-            raise NonFiniteError(f"{limit} consecutive steps with non-finite values "
-                                 f"(last: {', '.join(bad) or 'train loss/grad'})")
+            return f"{self._bad_steps} consecutive steps with non-finite values; last: {what}"
+        return None
 
     def shutdown(self) -> None:
         import ray
@@ -378,6 +472,15 @@ class Trainer:
         if self.placements:
             release(self.placements)
             self.placements = {}
+
+
+def unwrap_ray_error(err: BaseException) -> BaseException:
+    """The exception an actor raised (its one-line message), not Ray's wrapper with the remote traceback."""
+    from ray.exceptions import RayTaskError
+
+    while isinstance(err, RayTaskError) and getattr(err, "cause", None) is not None:
+        err = err.cause
+    return err
 
 
 def phase_times(history: list[dict]) -> str:
