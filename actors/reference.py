@@ -5,7 +5,7 @@ import torch
 
 from rlcustom.actors.base import ActorBase
 from rlcustom.engines.base import Rollouts
-from rlcustom.models.forward import response_logprobs
+from rlcustom.models.forward import check_linear_head, response_hidden, response_logprobs
 from rlcustom.models.heads import default_device, micro_batches, trim_batch
 
 
@@ -61,6 +61,31 @@ class ReferenceActor(ActorBase):
             mb = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in mb.items()}
             out[rows, :t_keep] = response_logprobs(self.model, mb).float().cpu()
         return out
+
+    @torch.no_grad()
+    def response_hidden(self, batch: dict, dtype: str = "float32") -> list[torch.Tensor]:
+        """Ragged final hidden states, one ``[T_i, H]`` CPU tensor per row (``T_i`` = its response length).
+
+        The frozen model's logits at those positions are ``lm_head(h)``: a cache of ``h``
+        (H floats per token instead of V) lets a learner get ``log pi_ref`` over the whole
+        vocabulary for one matrix product (Q-Adapter's ``base_forward: cached``). The first
+        call checks that the model's logits are that linear head.
+        """
+        device = next(self.model.parameters()).device
+        out_dtype = getattr(torch, dtype)
+        rows_out: list[torch.Tensor | None] = [None] * int(batch["response_mask"].shape[0])
+        lengths = batch["response_mask"].sum(1).long().tolist()
+        for rows, mb in micro_batches(batch, self.micro_batch_size):
+            mb, t_keep = trim_batch(mb)
+            mb = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in mb.items()}
+            if not getattr(self, "_head_checked", False) and t_keep:
+                check_linear_head(self.model, mb)
+                self._head_checked = True
+            h = response_hidden(self.model, mb).to("cpu", out_dtype) if t_keep else None
+            for j, i in enumerate(range(rows.start, rows.stop)):
+                n = lengths[i]
+                rows_out[i] = h[j, :n].clone() if n else torch.zeros((0, self.model.config.hidden_size), dtype=out_dtype)
+        return rows_out
 
     def logprobs_rollouts(self, rollouts: Rollouts, pad_id: int | None = None) -> list[list[float]]:
         """Ragged per-sample log-probs (like ``Rollouts.logprobs``), cheap to ship between actors."""

@@ -23,6 +23,10 @@ objective computes it from the same model with the adapter switched off:
   the backward (every later op sees one ``2B``-row tensor), so the backward also runs
   over ``2B`` rows: measured on CPU it costs MORE than ``"separate"`` (see the
   trainer's docstring), so it is only an option (it may pay off on a memory-bound GPU).
+* a batch key ``base_hidden`` [B, T, H]: ``pi_1``'s final hidden states at the response
+  positions, computed once per dataset row by the reference actor and cached by the trainer
+  (``algo.base_forward: cached``, the default). ``log pi_1 = log_softmax(lm_head(h))`` is then one
+  matrix product (H floats per token cached instead of V), so a step costs about one forward/backward.
 * a batch key ``base_logprobs`` [B, T, V] (precomputed, e.g. a test or a tiny vocab)
   skips the base forward entirely.
 * ``alpha0 == 0`` ignores ``pi_1`` and skips the base forward too.
@@ -43,7 +47,7 @@ from rlcustom.registry import OBJECTIVES
 
 __all__ = ["qadapter", "peft_module", "adapter_disabled", "paired_response_logits", "pair_rewards"]
 
-BASE_FORWARDS = ("separate", "paired")
+BASE_FORWARDS = ("cached", "separate", "paired")
 
 
 def peft_module(model):
@@ -148,6 +152,15 @@ def qadapter(model, batch: dict, *, alpha: float = 1.0, alpha0: float = 0.01, ga
     if "base_logprobs" in batch:
         q = response_logits(model, batch).float()
         base_lp = batch["base_logprobs"].to(q.device, torch.float32)
+    elif "base_hidden" in batch:  # cached final hidden states of pi_1: log pi_1 is one head matmul
+        q = response_logits(model, batch).float()
+        with torch.no_grad(), adapter_disabled(model):
+            head = peft_module(model).get_output_embeddings()
+            h = batch["base_hidden"].to(q.device, head.weight.dtype)
+            base_lp = torch.log_softmax(head(h).float(), dim=-1)
+    elif base_forward == "cached" and float(alpha0) != 0.0:
+        raise ValueError("base_forward='cached' needs batch['base_hidden'] (pi_1's hidden states, which the "
+                         "qadapter trainer gets from the reference actor); or use base_forward='separate'")
     elif float(alpha0) == 0.0:  # pi_1 drops out of Eq. 9
         q = response_logits(model, batch).float()
         base_lp = q.detach()

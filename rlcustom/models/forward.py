@@ -35,6 +35,30 @@ def response_logits(model, batch: dict) -> torch.Tensor:
     return out.logits[:, :T]  # kept columns start at P - 1
 
 
+def response_hidden(model, batch: dict) -> torch.Tensor:
+    """Final hidden states [B, T, H] (after the last norm) at the columns that predict the T response
+    tokens, so that ``model.get_output_embeddings()(response_hidden(...)) == response_logits(...)``
+    for models whose logits are a plain linear head (Llama, Qwen, Mistral, SmolLM; not Gemma-2's
+    soft-capped or Cohere's scaled logits: :func:`check_linear_head` tells)."""
+    P = int(batch["prompt_len"])
+    T = batch["response_mask"].shape[1]
+    body = getattr(model, model.base_model_prefix)
+    out = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+               position_ids=position_ids(batch["attention_mask"]), use_cache=False)
+    return out.last_hidden_state[:, P - 1 : P - 1 + T]
+
+
+@torch.no_grad()
+def check_linear_head(model, batch: dict, atol: float = 1e-3) -> None:
+    """Raise if the logits are not ``lm_head(last hidden state)`` (logit soft-capping, scaling)."""
+    want = response_logits(model, batch).float()
+    got = model.get_output_embeddings()(response_hidden(model, batch)).float()
+    err = float((want - got).abs().max()) if want.numel() else 0.0
+    if err > atol * max(1.0, float(want.abs().max())):
+        raise ValueError(f"{type(model).__name__}: the logits are not a linear head over the last hidden state "
+                         f"(max difference {err:.3g}); cache log-probs another way (qadapter: base_forward=separate)")
+
+
 def response_logprobs(model, batch: dict, return_logits: bool = False):
     """Per-token log pi(y_t | x, y_<t) [B, T] of the response tokens (0 on padding)."""
     P = int(batch["prompt_len"])

@@ -46,7 +46,10 @@ class DatasetTrainer(Trainer):
         self.rows = rows
 
     def next_rows(self, n: int) -> list[dict]:
-        return epoch_rows(self.rows, self.step_idx * n, n, self.cfg.seed)
+        return self.next_rows_at(self.step_idx, n)
+
+    def next_rows_at(self, step: int, n: int) -> list[dict]:
+        return epoch_rows(self.rows, step * n, n, self.cfg.seed)
 
 
 @register_section("sft")

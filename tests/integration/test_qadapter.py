@@ -39,7 +39,7 @@ def _pair_batch(tok, n_pairs=3):
     return encode_pairs(tok, prompts, answers, 24, 12).padded(tok.pad_token_id)
 
 
-@pytest.mark.parametrize("base_forward", ["separate", "paired"])
+@pytest.mark.parametrize("base_forward", ["cached", "separate", "paired"])
 def test_objective_matches_hand_computation(base_forward):
     """The objective (one call) == qadapter_loss(residual_rewards(...)) from two separate full forwards
     (adapter disabled -> log pi_1, adapter on -> Q), and so do the gradients.
@@ -61,6 +61,15 @@ def test_objective_matches_hand_computation(base_forward):
     kw = dict(alpha=0.7, alpha0=0.05, gamma=0.9, beta=0.1)
     params = [p for p in pm.parameters() if p.requires_grad]
 
+    if base_forward == "cached":  # pi_1's hidden states, as the reference actor computes them
+        from rlcustom.actors.reference import ReferenceActor
+
+        ref = ReferenceActor.__new__(ReferenceActor)
+        with pm.disable_adapter():
+            ref.model, ref.micro_batch_size = pm.get_base_model(), 3
+            hs = ref.response_hidden(batch)
+        assert [h.shape[0] for h in hs] == batch["response_mask"].sum(1).tolist()
+        batch = dict(batch, base_hidden=torch.nn.utils.rnn.pad_sequence(hs, batch_first=True))
     loss, stats = qadapter(pm, batch, base_forward=base_forward, **kw)
     loss.backward()
     got_grads = [p.grad.clone() for p in params]
