@@ -62,6 +62,9 @@ def _generate_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", type=int, help="samples per prompt")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", default=None, help="output JSONL (default: OUTPUT_DIR/generations.jsonl)")
+    from rlcustom.decoding.registry_cli import add_decoder_args
+
+    add_decoder_args(p)
 
 
 def _flag_overrides(args: argparse.Namespace, table: dict[str, str]) -> list[str]:
@@ -80,7 +83,9 @@ GEN_FLAGS = {"model": "model.path", "prompts": "data.prompts", "limit": "data.li
 
 @command("generate", "batched generation from a model on a prompt set, to JSONL", configure=_generate_configure)
 def generate(args: argparse.Namespace) -> int:
-    cfg = _load(args, _flag_overrides(args, GEN_FLAGS))
+    from rlcustom.decoding.registry_cli import decoder_overrides
+
+    cfg = _load(args, _flag_overrides(args, GEN_FLAGS) + decoder_overrides(args))  # flags win over the config
     result = run_generation(cfg, out_path=args.out)
     print(result["summary"])
     return 0
@@ -89,12 +94,18 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def run_generation(cfg, out_path: str | None = None, batch_size: int = 8) -> dict:
-    """The generation job: prompts -> engine -> JSONL + W&B table + summary."""
+    """The generation job: prompts -> engine -> JSONL + W&B table + summary.
+
+    With ``cfg.decoder.name`` set (``--decoder``), the ``hf`` engine decodes with that guided
+    decoder (VAS, DeRa, Q-Adapter; see rlcustom/decoding/registry_cli.py); its settings are
+    checked before any model is loaded."""
     from rlcustom.config import to_dict
     from rlcustom.data.prompting import build_prompts
+    from rlcustom.decoding.registry_cli import GuidedDecoder, check_decoder
     from rlcustom.engines import make_engine
     from rlcustom.tracking import Tracker, progress
 
+    check_decoder(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = Path(out_path) if out_path else out_dir / "generations.jsonl"
@@ -104,17 +115,27 @@ def run_generation(cfg, out_path: str | None = None, batch_size: int = 8) -> dic
     prompts = build_prompts(cfg.data, load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code),
                             seed=cfg.seed)
     t0 = time.perf_counter()
-    engine = make_engine(cfg.engine, cfg.model.path, dtype=cfg.model.dtype, seed=cfg.seed,
-                         trust_remote_code=cfg.model.trust_remote_code)
+    guided = None
+    if cfg.decoder.name:  # guided decoders run on the hf engine; one chunk per batch (per-row state)
+        engine = make_engine("hf", cfg.model.path, dtype=cfg.model.dtype, seed=cfg.seed,
+                             trust_remote_code=cfg.model.trust_remote_code, batch_size=batch_size * cfg.sampling.n)
+        try:
+            guided = GuidedDecoder.from_config(cfg.decoder, engine.model, engine.tokenizer)
+        except ValueError as e:
+            raise RLCustomError(f"decoder: {e}") from None
+    else:
+        engine = make_engine(cfg.engine, cfg.model.path, dtype=cfg.model.dtype, seed=cfg.seed,
+                             trust_remote_code=cfg.model.trust_remote_code)
     t_load = time.perf_counter() - t0
     params = cfg.sampling.params(seed=cfg.seed)
+    gen_kw = {"decoder": guided.factory()} if guided else {}
     n_tokens, rows, t_gen = 0, [], 0.0
     with Tracker(cfg.tracking, out_dir, config=to_dict(cfg)) as tracker:
         tmp = out.with_suffix(out.suffix + ".tmp")
         with tmp.open("w") as f:
             for s in progress(range(0, len(prompts.ids), batch_size), desc="generate", unit="batch"):
                 t = time.perf_counter()
-                r = engine.generate(prompts.ids[s : s + batch_size], params.with_(seed=cfg.seed + s))
+                r = engine.generate(prompts.ids[s : s + batch_size], params.with_(seed=cfg.seed + s), **gen_kw)
                 t_gen += time.perf_counter() - t
                 for i in range(len(r)):
                     row = {"prompt": prompts.raw[s + r.prompt_index[i]], "completion": r.texts[i],
@@ -131,7 +152,7 @@ def run_generation(cfg, out_path: str | None = None, batch_size: int = 8) -> dic
         lines = [
             f"generated {len(rows)} completions for {len(prompts.ids)} prompts with {engine.name} "
             f"({cfg.model.path}): {n_tokens} tokens in {t_gen:.1f} s = {tok_s:.1f} tokens/s "
-            f"(model load {t_load:.1f} s)",
+            f"(model load {t_load:.1f} s)" + (f"; decoder: {guided.describe()}" if guided else ""),
             f"prompts skipped as too long: {prompts.skipped_long}, truncated: {prompts.truncated_long}, "
             f"bad records skipped: {prompts.bad_records}",
             f"output: {out}",

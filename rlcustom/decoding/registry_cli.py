@@ -13,30 +13,91 @@ factory that ``HFEngine(..., decoder=...)`` (or ``engine.decoder = ...``) takes.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["build_decoder", "add_decoder_args", "decoder_options", "DECODER_NAMES"]
+__all__ = ["build_decoder", "add_decoder_args", "decoder_options", "decoder_overrides", "check_decoder",
+           "GuidedDecoder", "DECODER_NAMES"]
 
 DECODER_NAMES = ("vas", "dera", "dera_lora", "qadapter")
 
 
 def add_decoder_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("guided decoding (hf engine)")
-    g.add_argument("--decoder", choices=DECODER_NAMES, help="decode with several models per step")
-    g.add_argument("--value", action="append", help="vas: a ValueModel directory (repeat to compose)")
-    g.add_argument("--beta", action="append", type=float, help="vas: weight of each --value (default 1)")
-    g.add_argument("--topk", type=int, help="vas: children evaluated per step (default 20)")
-    g.add_argument("--aligned", action="append", help="dera: aligned model path (repeat for several)")
-    g.add_argument("--adapter", help="dera_lora/qadapter: LoRA adapter directory over the --model base")
-    g.add_argument("--lam", action="append", type=float, help="dera/dera_lora: lambda per aligned model/adapter")
-    g.add_argument("--alpha", type=float, help="qadapter: alpha (default 1.0)")
-    g.add_argument("--alpha0", type=float, help="qadapter: alpha0 (default 0.01)")
+    g = p.add_argument_group("guided decoding (hf engine; the same keys as the config's decoder: section)")
+    g.add_argument("--decoder", choices=DECODER_NAMES, help="decode with several models per step (decoder.name)")
+    g.add_argument("--value", action="append", help="vas: a ValueModel directory; repeat to compose (decoder.value)")
+    # numbers are read by the config loader, so a bad one is a one-line error naming decoder.beta
+    g.add_argument("--beta", action="append", help="vas: weight of each --value, one per --value (decoder.beta)")
+    g.add_argument("--topk", type=int, help="vas: children evaluated per step, default 20 (decoder.topk)")
+    g.add_argument("--aligned", action="append", help="dera: aligned model path; repeat for several (decoder.aligned)")
+    g.add_argument("--adapter", help="dera_lora/qadapter: LoRA adapter directory over --model (decoder.adapter)")
+    g.add_argument("--lam", action="append", help="dera/dera_lora: lambda per aligned model/adapter (decoder.lam)")
+    g.add_argument("--alpha", help="qadapter: alpha, default 1.0 (decoder.alpha)")
+    g.add_argument("--alpha0", help="qadapter: alpha0, default 0.01 (decoder.alpha0)")
+
+
+_FLAG_KEYS = ("decoder", "value", "beta", "topk", "aligned", "adapter", "lam", "alpha", "alpha0")
 
 
 def decoder_options(args: argparse.Namespace) -> tuple[str | None, dict]:
-    """``(name, options)`` from parsed :func:`add_decoder_args` flags (None when no ``--decoder``)."""
-    keys = ("value", "beta", "topk", "aligned", "adapter", "lam", "alpha", "alpha0")
-    return getattr(args, "decoder", None), {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    """``(name, options)`` from parsed :func:`add_decoder_args` flags (None when no ``--decoder``);
+    numbers are converted here (ValueError naming the flag)."""
+    opts = {k: getattr(args, k) for k in _FLAG_KEYS[1:] if getattr(args, k, None) is not None}
+    for k in ("beta", "lam", "alpha", "alpha0"):
+        if k in opts:
+            try:
+                opts[k] = [float(x) for x in opts[k]] if isinstance(opts[k], list) else float(opts[k])
+            except ValueError:
+                raise ValueError(f"--{k} must be a number, got {opts[k]!r}") from None
+    return getattr(args, "decoder", None), opts
+
+
+def decoder_overrides(args: argparse.Namespace) -> list[str]:
+    """The flags as ``decoder.KEY=VALUE`` overrides (applied after the config file and its overrides,
+    so a flag wins); lists are written as JSON, which YAML reads back verbatim."""
+    out = []
+    for flag in _FLAG_KEYS:
+        v = getattr(args, flag, None)
+        if v is None:
+            continue
+        key = "name" if flag == "decoder" else flag
+        out.append(f"decoder.{key}={json.dumps(v) if isinstance(v, list) else v}")
+    return out
+
+
+def check_decoder(cfg) -> None:
+    """Everything about ``cfg.decoder`` that can be checked before a model is loaded: keys that go
+    together, the engine, and that the value/adapter/aligned paths exist. One-line ConfigError."""
+    from rlcustom.errors import ConfigError
+
+    d = cfg.decoder
+    try:
+        d.check()
+    except ValueError as e:
+        raise ConfigError(f"section 'decoder': {e}") from None
+    if d.name is None:
+        return
+    if cfg.engine == "vllm":
+        raise ConfigError(f"decoder.name={d.name} runs on the hf engine (it combines several models per step), "
+                          "but engine is 'vllm': set engine=hf (or auto)")
+    for i, v in enumerate(d.value):
+        p = Path(v).expanduser()
+        if not (p / "head_config.json").is_file():
+            what = "no such directory" if not p.exists() else "not a ValueModel directory (no head_config.json)"
+            raise ConfigError(f"decoder.value[{i}]: {v}: {what} (the vas trainer writes OUTPUT_DIR/value)")
+    if d.adapter is not None:
+        p = Path(d.adapter).expanduser()
+        if not (p / "adapter_config.json").is_file():
+            what = "no such directory" if not p.exists() else "not a LoRA adapter directory (no adapter_config.json)"
+            raise ConfigError(f"decoder.adapter: {d.adapter}: {what}")
+    for i, a in enumerate(d.aligned):
+        from rlcustom.models.loading import resolve_model_path
+
+        try:
+            resolve_model_path(a)
+        except Exception as e:  # noqa: BLE001 - ModelLoadError's one line, with the key in front
+            raise ConfigError(f"decoder.aligned[{i}]: {e}") from None
 
 
 def _one_or_list(x):
@@ -61,6 +122,113 @@ def _peft_wrapped(base_model, adapter: str | None):
     return PeftModel.from_pretrained(base_model, adapter, is_trainable=False).eval()
 
 
+class GuidedDecoder:
+    """A guided decoder with its extra models loaded once; :meth:`factory` gives the ``hf`` engine's
+    ``decoder=`` for one generate call, optionally with other betas (per call or per request).
+
+        g = GuidedDecoder("vas", {"value": ["runs/vas/value"], "beta": [2.0], "topk": 20}, model, tok)
+        engine.generate(prompts, params, decoder=g.factory())                      # beta 2
+        engine.generate(prompts, params, decoder=g.factory(beta=[0.5]))            # another beta, same model
+        engine.generate(prompts, params, decoder=g.factory(beta=[torch.tensor([0., 4.])]))  # one per row
+
+    Per-request beta (VAS Section 4.3, personalisation): a ``[B]`` tensor per value model, one entry per
+    engine row (``n`` samples of a prompt are ``n`` consecutive rows; the engine must then take all rows
+    in one chunk: ``batch_size`` >= B).
+    """
+
+    def __init__(self, name: str, options: dict, base_model, tokenizer=None) -> None:
+        if name not in DECODER_NAMES:
+            raise ValueError(f"unknown decoder {name!r} (known: {', '.join(DECODER_NAMES)})")
+        self.name, self.base_model = name, base_model
+        self.opts = {k: v for k, v in dict(options or {}).items() if v is not None and v != []}
+        opts = self.opts
+        if name == "vas":
+            from rlcustom.decoding.vas import _load_values
+
+            _check_keys(name, opts, ("value", "beta", "topk", "mode", "dtype"))
+            values = opts.get("value")
+            if not values:
+                raise ValueError("decoder 'vas' needs --value PATH (a ValueModel directory, e.g. OUTPUT_DIR/value)")
+            values = list(values) if isinstance(values, (list, tuple)) else [values]
+            self.betas = self._betas(opts.get("beta", 1.0), len(values))
+            self.k = int(opts.get("topk", 20))
+            v_base = getattr(getattr(base_model, "config", None), "vocab_size", None)
+            if self.k < 1 or (v_base is not None and self.k > int(v_base)):
+                raise ValueError(f"decoder.topk must be in [1, {v_base}] (the vocabulary size of the model), "
+                                 f"got {self.k}")
+            self.value_models = _load_values(values, opts.get("dtype"))
+            for path, vm in zip(values, self.value_models):
+                v_val = getattr(vm.config, "vocab_size", None)
+                if v_base is not None and v_val is not None and int(v_base) != int(v_val):
+                    raise ValueError(f"value model {path}: vocabulary {v_val} != the model's {v_base}; "
+                                     "VAS needs the value model to share pi_0's tokenizer")
+            self._fixed = None
+        elif name == "dera":
+            from rlcustom.decoding.dera import dera_decoder
+
+            _check_keys(name, opts, ("aligned", "lam", "dtype"))
+            if not opts.get("aligned"):
+                raise ValueError("decoder 'dera' needs --aligned PATH (the aligned model)")
+            self._fixed = dera_decoder(lam=_one_or_list(opts.get("lam", 1.0)), aligned=opts["aligned"],
+                                       dtype=opts.get("dtype") or "float32")
+        else:
+            from rlcustom.decoding.multi import lora_layers
+
+            peft_model = _peft_wrapped(base_model, opts.get("adapter"))
+            if not lora_layers(peft_model):
+                raise ValueError(f"decoder {name!r} needs --adapter DIR (a LoRA adapter over the --model base)")
+            if name == "dera_lora":
+                from rlcustom.decoding.dera import dera_lora_decoder
+
+                _check_keys(name, opts, ("adapter", "lam", "adapters", "mode"))
+                inner = dera_lora_decoder(lam=_one_or_list(opts.get("lam", 1.0)), adapters=opts.get("adapters"),
+                                          mode=opts.get("mode") or "auto")
+            else:
+                from rlcustom.decoding.qadapter import qadapter_decoder
+
+                _check_keys(name, opts, ("adapter", "alpha", "alpha0", "mode"))
+                inner = qadapter_decoder(alpha=float(opts.get("alpha", 1.0)), alpha0=float(opts.get("alpha0", 0.01)),
+                                         mode=opts.get("mode") or "auto")
+
+            def fixed(model):
+                # the engine passes its own (un-wrapped) model; run on the peft wrapper of it
+                return inner(peft_model if model is base_model else model)
+
+            self._fixed = fixed
+
+    @classmethod
+    def from_config(cls, decoder_cfg, base_model, tokenizer=None) -> "GuidedDecoder":
+        """From a :class:`rlcustom.config.DecoderConfig` (``cfg.decoder``)."""
+        return cls(decoder_cfg.name, decoder_cfg.options(), base_model, tokenizer)
+
+    @staticmethod
+    def _betas(betas, n: int) -> list:
+        betas = list(betas) if isinstance(betas, (list, tuple)) else [betas]
+        if len(betas) == 1 and n > 1:  # one beta for every value model
+            betas = betas * n
+        if len(betas) != n:
+            raise ValueError(f"decoder.beta has {len(betas)} entries but decoder.value has {n} (one beta per value model)")
+        return betas
+
+    def factory(self, beta=None) -> Callable[[Any], Any]:
+        """The engine's ``decoder=`` (``factory(engine_model) -> StepModel``). ``beta`` (vas only): one
+        entry per value model (a number or a ``[B]`` tensor each; a bare one for all); None: the configured."""
+        if self.name != "vas":
+            if beta is not None:
+                raise ValueError(f"beta is a knob of the vas decoder, not of {self.name!r}")
+            return self._fixed
+        from rlcustom.decoding.vas import vas_decoder
+
+        betas = self.betas if beta is None else self._betas(beta, len(self.value_models))
+        return vas_decoder(self.value_models, betas, k=self.k, mode=self.opts.get("mode") or "tree")
+
+    def describe(self) -> str:
+        if self.name == "vas":
+            return (f"vas (beta {', '.join(f'{b:g}' for b in self.betas)}, top-k {self.k}, "
+                    f"value {', '.join(map(str, self.opts['value'] if isinstance(self.opts['value'], list) else [self.opts['value']]))})")
+        return f"{self.name} ({', '.join(f'{k}={v}' for k, v in self.opts.items())})"
+
+
 def build_decoder(name: str, options: dict, base_model, tokenizer=None) -> Callable[[Any], Any]:
     """A StepModel factory ``factory(engine_model) -> StepModel`` for the ``hf`` engine.
 
@@ -72,63 +240,8 @@ def build_decoder(name: str, options: dict, base_model, tokenizer=None) -> Calla
             already a peft model), ``lam``, ``adapters``, ``mode``. ``qadapter``: ``adapter``,
             ``alpha`` (1.0), ``alpha0`` (0.01), ``mode``.
         base_model: the engine's model (``pi_0`` / the SFT model / the frozen base).
-        tokenizer: the engine's tokenizer (checked against the value models' vocabulary).
+        tokenizer: the engine's tokenizer.
+
+    To change beta between calls without reloading the value models, keep a :class:`GuidedDecoder`.
     """
-    opts = {k: v for k, v in dict(options or {}).items() if v is not None}
-    if name == "vas":
-        from rlcustom.decoding.vas import vas_decoder
-
-        _check_keys(name, opts, ("value", "beta", "topk", "mode", "dtype"))
-        values = opts.get("value")
-        if not values:
-            raise ValueError("decoder 'vas' needs --value PATH (a ValueModel directory, e.g. OUTPUT_DIR/value)")
-        values = list(values) if isinstance(values, (list, tuple)) else [values]
-        betas = opts.get("beta", 1.0)
-        betas = list(betas) if isinstance(betas, (list, tuple)) else [betas]
-        if len(betas) == 1 and len(values) > 1:
-            betas = betas * len(values)
-        from rlcustom.decoding.vas import _load_values
-
-        vms = _load_values(values, opts.get("dtype"))
-        v_base = getattr(getattr(base_model, "config", None), "vocab_size", None)
-        for path, vm in zip(values, vms):
-            v_val = getattr(vm.config, "vocab_size", None)
-            if v_base is not None and v_val is not None and int(v_base) != int(v_val):
-                raise ValueError(f"value model {path}: vocabulary {v_val} != the model's {v_base}; "
-                                 "VAS needs the value model to share pi_0's tokenizer")
-        factory = vas_decoder(vms, betas, k=int(opts.get("topk", 20)), mode=opts.get("mode", "tree"))
-        return factory
-    if name == "dera":
-        from rlcustom.decoding.dera import dera_decoder
-
-        _check_keys(name, opts, ("aligned", "lam", "dtype"))
-        if not opts.get("aligned"):
-            raise ValueError("decoder 'dera' needs --aligned PATH (the aligned model)")
-        return dera_decoder(lam=_one_or_list(opts.get("lam", 1.0)), aligned=opts["aligned"],
-                            dtype=opts.get("dtype", "float32"))
-    if name in ("dera_lora", "qadapter"):
-        from rlcustom.decoding.multi import lora_layers
-
-        adapter = opts.get("adapter")
-        peft_model = _peft_wrapped(base_model, adapter)
-        if not lora_layers(peft_model):
-            raise ValueError(f"decoder {name!r} needs --adapter DIR (a LoRA adapter over the --model base)")
-        if name == "dera_lora":
-            from rlcustom.decoding.dera import dera_lora_decoder
-
-            _check_keys(name, opts, ("adapter", "lam", "adapters", "mode"))
-            inner = dera_lora_decoder(lam=_one_or_list(opts.get("lam", 1.0)), adapters=opts.get("adapters"),
-                                      mode=opts.get("mode", "auto"))
-        else:
-            from rlcustom.decoding.qadapter import qadapter_decoder
-
-            _check_keys(name, opts, ("adapter", "alpha", "alpha0", "mode"))
-            inner = qadapter_decoder(alpha=float(opts.get("alpha", 1.0)), alpha0=float(opts.get("alpha0", 0.01)),
-                                     mode=opts.get("mode", "auto"))
-
-        def factory(model):
-            # the engine passes its own (un-wrapped) model; run on the peft wrapper of it
-            return inner(peft_model if model is base_model else model)
-
-        return factory
-    raise ValueError(f"unknown decoder {name!r} (known: {', '.join(DECODER_NAMES)})")
+    return GuidedDecoder(name, options, base_model, tokenizer).factory()
