@@ -35,9 +35,11 @@ def prompts(tmp_path_factory):
     return p
 
 
-@pytest.fixture
-def gen(tiny_dir, prompts, tmp_path):
+@pytest.fixture(scope="module")
+def gen(tiny_dir, prompts, tmp_path_factory):
     """Run ``rlcustom generate`` greedily on the tiny model; returns the JSONL rows."""
+    tmp_path = tmp_path_factory.mktemp("gen")
+
     def run(*extra, config=None, greedy=True):
         out = tmp_path / f"gens{len(list(tmp_path.glob('gens*')))}.jsonl"
         args = ["generate"] + ([str(config)] if config else []) + [
@@ -50,40 +52,44 @@ def gen(tiny_dir, prompts, tmp_path):
     return run
 
 
+@pytest.fixture(scope="module")
+def plain(gen):
+    """Plain greedy generations (no decoder)."""
+    return _tokens(gen())
+
+
 def _tokens(rows):
     return [(r["prompt_index"], r["completion"], r["num_tokens"]) for r in rows]
 
 
-def test_vas_writes_jsonl_and_beta0_is_plain_greedy(gen, value_dir, capsys):
-    plain = gen()
+def test_vas_writes_jsonl_and_beta0_is_plain_greedy(gen, plain, value_dir, capsys):
     capsys.readouterr()
     vas0 = gen("--decoder", "vas", "--value", str(value_dir), "--beta", "0", "--topk", "20")
     assert "decoder: vas (beta 0, top-k 20" in capsys.readouterr().out
     assert len(vas0) == len(QS) and {r["prompt"] for r in vas0} == set(QS)
-    assert _tokens(vas0) == _tokens(plain)
+    assert _tokens(vas0) == plain
     # composition through repeated flags: two value models at beta 0 are still pi_0
     assert _tokens(gen("--decoder", "vas", "--value", str(value_dir), "--value", str(value_dir),
-                       "--beta", "0", "--beta", "0")) == _tokens(plain)
+                       "--beta", "0", "--beta", "0")) == plain
     # a strong value does steer (so the equalities above are not vacuous)
-    assert _tokens(gen("--decoder", "vas", "--value", str(value_dir), "--beta", "5")) != _tokens(plain)
+    assert _tokens(gen("--decoder", "vas", "--value", str(value_dir), "--beta", "5")) != plain
 
 
-def test_config_section_and_flags_override_it(gen, value_dir, tmp_path):
+def test_config_section_and_flags_override_it(gen, plain, value_dir, tmp_path):
     cfg = tmp_path / "gen_vas.yaml"
     cfg.write_text(yaml.safe_dump({"decoder": {"name": "vas", "value": [str(value_dir)], "beta": [5.0], "topk": 20}}))
-    plain = gen()
     steered = gen(config=cfg)
-    assert _tokens(steered) != _tokens(plain)
-    assert _tokens(gen("decoder.beta=[0]", config=cfg)) == _tokens(plain)  # dotted override
-    assert _tokens(gen("--beta", "0", config=cfg)) == _tokens(plain)  # the flag wins over the file
-    assert _tokens(gen("decoder=null", config=cfg)) == _tokens(plain)  # the whole section off
+    assert _tokens(steered) != plain
+    assert _tokens(gen("decoder.beta=[0]", config=cfg)) == plain  # dotted override
+    assert _tokens(gen("--beta", "0", config=cfg)) == plain  # the flag wins over the file
+    assert _tokens(gen("decoder=null", config=cfg)) == plain  # the whole section off
     # the override form of the brief: decoder.name=vas decoder.value=[DIR] decoder.beta=[5]
     assert _tokens(gen("decoder.name=vas", f"decoder.value=[{value_dir}]", "decoder.beta=[5]")) == _tokens(steered)
 
 
-def test_dera_flag_form(gen, tiny_dir):
+def test_dera_flag_form(gen, plain, tiny_dir):
     # DeRa at lambda 0 is the base model; the aligned model is the same tiny model here
-    assert _tokens(gen("--decoder", "dera", "--aligned", str(tiny_dir), "--lam", "0")) == _tokens(gen())
+    assert _tokens(gen("--decoder", "dera", "--aligned", str(tiny_dir), "--lam", "0")) == plain
 
 
 def test_decoder_section_round_trips_and_checks_values(value_dir):
