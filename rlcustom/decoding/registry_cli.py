@@ -29,7 +29,8 @@ def add_decoder_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--value", action="append", help="vas: a ValueModel directory; repeat to compose (decoder.value)")
     # numbers are read by the config loader, so a bad one is a one-line error naming decoder.beta
     g.add_argument("--beta", action="append", help="vas: weight of each --value, one per --value (decoder.beta)")
-    g.add_argument("--topk", type=int, help="vas: children evaluated per step, default 20 (decoder.topk)")
+    g.add_argument("--topk", type=int,
+                   help="vas: children of pi_0's top-k valued per step, default 20 (decoder.topk; not --top-k)")
     g.add_argument("--aligned", action="append", help="dera: aligned model path; repeat for several (decoder.aligned)")
     g.add_argument("--adapter", help="dera_lora/qadapter: LoRA adapter directory over --model (decoder.adapter)")
     g.add_argument("--lam", action="append", help="dera/dera_lora: lambda per aligned model/adapter (decoder.lam)")
@@ -207,7 +208,8 @@ class GuidedDecoder:
         if len(betas) == 1 and n > 1:  # one beta for every value model
             betas = betas * n
         if len(betas) != n:
-            raise ValueError(f"decoder.beta has {len(betas)} entries but decoder.value has {n} (one beta per value model)")
+            raise ValueError(f"decoder.beta has {len(betas)} entries but decoder.value has {n} "
+                             "(one beta per value model)")
         return betas
 
     def factory(self, beta=None) -> Callable[[Any], Any]:
@@ -224,8 +226,9 @@ class GuidedDecoder:
 
     def describe(self) -> str:
         if self.name == "vas":
-            return (f"vas (beta {', '.join(f'{b:g}' for b in self.betas)}, top-k {self.k}, "
-                    f"value {', '.join(map(str, self.opts['value'] if isinstance(self.opts['value'], list) else [self.opts['value']]))})")
+            values = self.opts["value"] if isinstance(self.opts["value"], (list, tuple)) else [self.opts["value"]]
+            betas = ", ".join(f"{b:g}" if isinstance(b, (int, float)) else "per-request" for b in self.betas)
+            return f"vas (beta {betas}, top-k {self.k}, value {', '.join(map(str, values))})"
         return f"{self.name} ({', '.join(f'{k}={v}' for k, v in self.opts.items())})"
 
 
