@@ -157,3 +157,27 @@ def test_per_request_beta(tiny, value_dir):
     mixed = eng.generate(prompts, greedy, decoder=g.factory(beta=[torch.tensor([0.0, 5.0, 0.0, 5.0])])).response_ids
     assert [mixed[0], mixed[2]] == [plain[0], plain[2]] and [mixed[1], mixed[3]] == [steered[1], steered[3]]
     assert steered != plain
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_dir, tmp_path_factory):
+    """A LoRA adapter over the tiny model with random B (a zero-B adapter would be the base model)."""
+    from peft import LoraConfig, get_peft_model
+
+    from rlcustom.models.loading import load_causal_lm
+
+    pm = get_peft_model(load_causal_lm(str(tiny_dir)), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 2.0)
+    path = tmp_path_factory.mktemp("adapter") / "adapter"
+    pm.save_pretrained(path)
+    return path
+
+
+def test_dera_lora_flag_form(gen, plain, adapter_dir):
+    # lambda 0 is the base model; lambda 1 the adapted one (which decodes differently)
+    assert _tokens(gen("--decoder", "dera_lora", "--adapter", str(adapter_dir), "--lam", "0")) == plain
+    assert _tokens(gen("--decoder", "dera_lora", "--adapter", str(adapter_dir), "--lam", "1")) != plain
