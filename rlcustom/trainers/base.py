@@ -286,7 +286,7 @@ class Trainer:
 
         from rlcustom.tracking import Tracker, progress
 
-        tracker = None
+        tracker = bar = None
         prev: dict = {}
         try:
             self.preflight()
@@ -366,6 +366,8 @@ class Trainer:
                 raise inner from None
             raise
         finally:
+            if bar is not None:
+                bar.close()  # an error message then starts on its own line
             if tracker is not None:
                 tracker.finish(exit_code=0 if self._stop_signal is None else 1)
             for s, h in prev.items():
