@@ -253,10 +253,13 @@ def _eval_configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--aligned", help="dera: the aligned model (a directory, e.g. OUTPUT_DIR/model); SFT = model.path")
     g.add_argument("--adapter", help="dera: a LoRA adapter directory or LoRA run checkpoint over model.path "
                                      "(decoded with one batched forward per step)")
-    g.add_argument("--lams", default="0,0.5,1,1.5", help="dera: comma list of lambda values, any real numbers (a negative first value: --lams=-0.5,0,1)")
+    g.add_argument("--lams", default="0,0.5,1,1.5",
+                   help="dera: comma list of lambda values, any real numbers (a negative first value: --lams=-0.5,0,1)")
     g.add_argument("--interp", action="store_true", help="dera: also decode the weight-interpolated model "
                                                          "(1-lam)*theta_sft + lam*theta_aligned at each lambda")
     g.add_argument("--samples", type=int, default=4, help="dera: prompts shown in the sample table")
+    g.add_argument("--rescore", action="store_true", help="dera: do not decode; score the samples of the sweep "
+                                                          "at --out again with this config's reward:")
     p.epilog = ("rlcustom eval dera CONFIG (--aligned PATH | --adapter DIR) --lams 0,0.5,1,1.5 [--interp] "
                 "[--limit N] [--out F]: decoding-time realignment sweep (Liu et al. 2024): per lambda, reward "
                 "(the config's reward:) and KL to the SFT model (model.path) of samples on validation prompts, "
@@ -265,8 +268,14 @@ def _eval_configure(p: argparse.ArgumentParser) -> None:
 
 def _eval_dera(args: argparse.Namespace) -> int:
     """``rlcustom eval dera CONFIG ...``: the DeRa lambda sweep (rlcustom/eval_dera.py)."""
-    from rlcustom.eval_dera import parse_lams, run
+    from rlcustom.eval_dera import parse_lams, rescore, run
 
+    if args.rescore:
+        cfg = _load(args)
+        out = args.out or Path(cfg.output_dir) / "dera.json"
+        res = rescore(cfg, out, samples=args.samples)
+        print(f"wrote {out}" + (f" and {res['plot']}" if res.get("plot") else ""))
+        return 0
     lams = parse_lams(args.lams)  # before loading anything
     if not args.aligned and not args.adapter:
         raise RLCustomError("eval dera: needs --aligned PATH (an aligned model directory, e.g. OUTPUT_DIR/model) "

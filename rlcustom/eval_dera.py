@@ -45,7 +45,7 @@ import torch
 
 from rlcustom.errors import RLCustomError
 
-__all__ = ["parse_lams", "load_aligned", "KLRecorder", "sweep", "run", "write_plot"]
+__all__ = ["parse_lams", "load_aligned", "KLRecorder", "sweep", "run", "rescore", "samples_path", "write_plot"]
 
 
 def parse_lams(text: str | Sequence[Any]) -> list[float]:
@@ -269,7 +269,10 @@ def sweep(sft_model, tokenizer, prompt_ids: Sequence[Sequence[int]], params, lam
                    "samples": len(ro), "seconds": time.perf_counter() - t0}
             results.append(row)
             per_sample[(variant, float(lam))] = {"texts": list(ro.texts), "rewards": rewards, "kl": k1.tolist(),
-                                                 "prompt_index": list(ro.prompt_index)}
+                                                 "kl_tokenwise": tw.tolist(), "prompt_index": list(ro.prompt_index),
+                                                 "prompt_ids": list(ro.prompt_ids),
+                                                 "response_ids": list(ro.response_ids),
+                                                 "finish_reasons": list(ro.finish_reasons)}
             log(f"{variant:6s} lam={lam:<6g} reward {r_mean:+.4f} (+-{r_sem:.4f})  kl {kl_mean:.3f} "
                 f"(tokenwise {tw_mean:.3f})  len {row['length']:.1f}  {row['seconds']:.1f}s")
     return {"results": results, "per_sample": per_sample}
@@ -321,12 +324,78 @@ def run(cfg, *, lams: Sequence[float], aligned: str | None = None, adapter: str 
            "results": sw["results"], "samples": sample_table(sw["per_sample"], ps.raw, samples),
            "seconds": time.perf_counter() - t0}
     if out is not None:
-        p = Path(out)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        res["plot"] = str(write_plot(res["results"], p.with_suffix(""), log=log)) if plot else None
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(res, indent=2))
-        tmp.replace(p)
+        _write(res, sw["per_sample"], Path(out), plot, log)
+    return res
+
+
+def samples_path(out: str | Path) -> Path:
+    """Where every decoded sample of a sweep is kept: ``dera.json`` -> ``dera.samples.jsonl``."""
+    p = Path(out)
+    return p.with_name(p.stem + ".samples.jsonl")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+_ONE = {"texts": "text", "rewards": "reward", "finish_reasons": "finish_reason"}  # per-sample line keys
+_MANY = {v: k for k, v in _ONE.items()}
+
+
+def _write(res: dict, per_sample: dict, p: Path, plot: bool, log: Callable[[str], None]) -> None:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"variant": v, "lam": lam, **{_ONE.get(k, k): d[k][j] for k in d}})
+             for (v, lam), d in per_sample.items() for j in range(len(d["texts"]))]
+    _atomic_write(samples_path(p), "".join(line + "\n" for line in lines))
+    res["samples_file"] = str(samples_path(p))
+    res["plot"] = str(write_plot(res["results"], p.with_suffix(""), log=log)) if plot else None
+    _atomic_write(p, json.dumps(res, indent=2))
+
+
+def rescore(cfg, out: str | Path, *, samples: int = 4, plot: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Score the samples of an earlier sweep (``out`` and its ``.samples.jsonl``) with ``cfg``'s
+    ``reward:`` without decoding again (e.g. once a reward model is trained); KL is unchanged.
+    Rewrites ``out`` (the previous reward is kept under ``"previous_reward"``)."""
+    from rlcustom.actors.reward import RewardActor
+    from rlcustom.engines.base import Rollouts
+
+    p, sp = Path(out), samples_path(out)
+    if not p.is_file() or not sp.is_file():
+        raise RLCustomError(f"--rescore: {p} or {sp} not found (run the sweep with --out {p} first)")
+    res = json.loads(p.read_text())
+    groups: dict = {}
+    for n, line in enumerate(sp.read_text().splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RLCustomError(f"{sp}:{n}: not JSON ({e.msg})") from None
+        groups.setdefault((row["variant"], float(row["lam"])), []).append(row)
+    r = cfg.reward
+    actor = RewardActor(r.spec, model_path=r.model_path, url=r.url, kwargs=dict(r.kwargs),
+                        tokenizer_path=res["sft"], timeout_s=r.timeout_s, max_retries=r.max_retries,
+                        api_key_env=r.api_key_env)
+    per_sample = {}
+    for row in res["results"]:
+        key = (row["variant"], float(row["lam"]))
+        rows = groups.get(key)
+        if not rows:
+            raise RLCustomError(f"{sp}: no samples for {key[0]} lam={key[1]:g}")
+        ro = Rollouts([x["prompt_ids"] for x in rows], [x["response_ids"] for x in rows], [[] for _ in rows],
+                      [x["finish_reason"] for x in rows], [x["prompt_index"] for x in rows],
+                      [x["text"] for x in rows])
+        rewards = [float(v) for v in actor.score(ro)]
+        row["reward"], row["reward_sem"] = _stats(rewards)
+        per_sample[key] = {_MANY.get(k, k): [x[k] for x in rows] for k in rows[0] if k not in ("variant", "lam")}
+        per_sample[key]["rewards"] = rewards
+        log(f"{key[0]:6s} lam={key[1]:<6g} reward {row['reward']:+.4f} (+-{row['reward_sem']:.4f})  "
+            f"kl {row['kl']:.3f}")
+    res["previous_reward"] = res.get("reward")
+    res["reward"] = {"spec": r.spec, "model_path": r.model_path, "kwargs": dict(r.kwargs)}
+    prompts = [s["prompt"] for s in res.get("samples", [])]
+    res["samples"] = sample_table(per_sample, prompts, min(samples, len(prompts)))
+    _write(res, per_sample, p, plot, log)
     return res
 
 

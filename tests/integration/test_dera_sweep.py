@@ -180,6 +180,16 @@ def test_cli_eval_dera_writes_json(tmp_path, capsys):
     assert len(res["samples"]) == 2 and len(res["samples"][0]["completions"]) == 6
     assert res["plot"] and (tmp_path / "sweep").joinpath(res["plot"].split("/")[-1]).is_file()
     assert "dera   lam=2" in capsys.readouterr().out
+    lines = (tmp_path / "sweep" / "dera.samples.jsonl").read_text().splitlines()
+    assert len(lines) == 36 and {"variant", "lam", "text", "reward", "kl", "response_ids"} <= set(json.loads(lines[0]))
+    # --rescore: the same samples scored with another reward, no decoding; KL unchanged
+    rc = main(["eval", "dera", f"model.path={tmp_path / 'model'}", "reward.spec=length_tokens",
+               f"output_dir={tmp_path}", "--rescore", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    res2 = json.loads(out.read_text())
+    assert res2["previous_reward"]["spec"] == "token_range" and res2["reward"]["spec"] == "length_tokens"
+    for a, b in zip(rows, res2["results"]):
+        assert b["kl"] == a["kl"] and b["reward"] == pytest.approx(a["length"])
 
 
 @pytest.mark.parametrize("argv, msg", [
