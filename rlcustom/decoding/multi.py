@@ -207,8 +207,14 @@ def _sliced_lora_forward(layer, plan: Sequence[tuple[str, slice]], x: torch.Tens
         if layer.training:  # never while decoding (eval mode is forced), kept for exactness
             xs = layer.lora_dropout[name](xs)
         # functional calls instead of module calls: ~10 us less per LoRA layer and step
-        delta = F.linear(F.linear(xs, lora_A.weight, lora_A.bias), lora_B.weight, lora_B.bias)
-        result[rows].add_(delta.to(result.dtype), alpha=layer.scaling[name])
+        xa = F.linear(xs, lora_A.weight, lora_A.bias)
+        out = result[rows]
+        if lora_B.bias is None and xa.dtype == out.dtype and out.is_contiguous() and xa.is_contiguous():
+            # out += scaling * xa @ B^T in one BLAS call, no temporary (one op less per LoRA layer and step)
+            out.view(-1, out.shape[-1]).addmm_(xa.view(-1, xa.shape[-1]), lora_B.weight.t(),
+                                              alpha=layer.scaling[name])
+        else:
+            out.add_(F.linear(xa, lora_B.weight, lora_B.bias).to(result.dtype), alpha=layer.scaling[name])
     return result
 
 

@@ -57,7 +57,7 @@ def test_child_values_from_prefix_cache_equal_full_forwards(random_value, mode):
     vc.start(ids, attn)
     seq, sattn = ids, attn
     one = torch.ones(3, 1, dtype=torch.long)
-    for _ in range(4):
+    for step in range(5):
         kids = torch.stack([torch.randperm(3000)[:8] for _ in range(3)])  # k = 8 distinct children per row
         got = vc.children(kids)
         ref = torch.stack([vm(torch.cat([seq, kids[:, j : j + 1]], 1), torch.cat([sattn, one], 1))[:, -1]
@@ -65,10 +65,22 @@ def test_child_values_from_prefix_cache_equal_full_forwards(random_value, mode):
         assert got.shape == (3, 8)
         assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()
         assert ref.std() > 0.1  # non-trivial values
-        tok = kids[:, 3]
-        vc.advance(tok)  # the cache must hold the prefix only: the children were cropped away
+        pick = {0: [0, 3, 7], 2: [3, 7, 0], 4: [0, 0, 0]}.get(step, [3, 3, 3])  # which child each row takes
+        tok = kids[torch.arange(3), torch.tensor(pick)]
+        if step % 2:  # rows 1, 2 pick a token outside their children (sampling can): it runs with the next children
+            tok[1:] = 3000 + step
+        vc.advance(tok)
         seq, sattn = torch.cat([seq, tok[:, None]], 1), torch.cat([sattn, one], 1)
-        assert vc.cache.get_seq_length() == seq.shape[1]
+        assert vc.length == seq.shape[1]
+        # tree mode: a chosen child's K/V are kept (no forward), the others cropped away; a token outside
+        # the children is pending (one column short) until the next children() call
+        lag = 1 if mode == "tree" and step % 2 else 0
+        assert vc.cache.get_seq_length() == seq.shape[1] - lag
+        if step == 3:  # two advances in a row (no children in between) are also fine
+            tok = torch.tensor([3100, 3101, 3102])
+            vc.advance(tok)
+            seq, sattn = torch.cat([seq, tok[:, None]], 1), torch.cat([sattn, one], 1)
+            assert vc.length == seq.shape[1]
 
 
 def test_beta_zero_greedy_equals_pi0(lm, random_value):
