@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -108,7 +109,7 @@ def test_nonfinite_reward_loss_grad_are_skipped_and_counted(tmp_path):
     ("reward", "reward 'nanny' failed on sample 1: returned non-finite value nan (prompt 'step 4')"),
     ("loss", "learner loss (train/loss=nan)"),
     ("grad", "gradient (train/grad_norm=inf)"),
-])
+], ids=["reward", "loss", "grad"])
 def test_consecutive_bad_steps_stop_with_a_checkpoint_naming_the_source(tmp_path, source, names):
     with pytest.raises(NonFiniteError) as ei:
         scripted(tmp_path, {2: source, 3: source, 4: source}).fit()
@@ -180,6 +181,40 @@ def test_secrets_never_reach_the_checkpoint_wandb_or_log(tmp_path, monkeypatch, 
     assert read_offline_run(run_dir)["config"]["reward"]["kwargs"]["api_key"] == "***"
     out = capsys.readouterr()
     assert "secret" not in out.out + out.err
+
+
+def test_learner_skips_a_nan_gradient_with_a_finite_loss(tiny_dir):
+    """sqrt(0 * logp): the loss is 0 but its gradient is inf * 0 = NaN. The real learner reports the
+    step as skipped (grad, not loss), leaves the weights alone, and the loop counts it as 'grad'."""
+    import socket
+
+    import torch
+
+    from rlcustom.actors.learner import LearnerActor
+    from rlcustom.config import ModelConfig, OptimConfig
+    from rlcustom.models.forward import response_logprobs
+    from rlcustom.registry import OBJECTIVES
+
+    if "test_nan_grad" not in OBJECTIVES:
+        @OBJECTIVES.register("test_nan_grad")
+        def nan_grad(model, mb, **kw):
+            return torch.sqrt((response_logprobs(model, mb) * 0.0).sum()), {}
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    learner = LearnerActor(ModelConfig(path=str(tiny_dir)), OptimConfig(lr=1e-3, micro_batch_size=4),
+                           zero_stage=0, master_port=port, seed=0)
+    g = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(3, 1000, (2, 8), generator=g), "attention_mask": torch.ones(2, 8, dtype=torch.long),
+             "response_mask": torch.ones(2, 4), "prompt_len": 4}
+    w0 = {n: t.clone() for n, t in learner.named_weights()}
+    st = learner.train_step(batch, "test_nan_grad")
+    assert st["train/loss"] == 0.0 and st["train/nonfinite_loss"] == 0.0
+    assert st["train/skipped"] == 1.0 and not math.isfinite(st["train/grad_norm"])
+    assert all(torch.equal(t, w0[n]) for n, t in learner.named_weights())
+    t = scripted(Path("/nonexistent"), {})
+    assert t._check_finite(dict(st)) is None and t.skip_counts["grad"] == 1 and t.skip_counts["loss"] == 0
 
 
 # --------------------------------------------------------------------------- real actors die mid-step
