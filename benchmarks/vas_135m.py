@@ -13,7 +13,7 @@
    ``pi_0`` (VAS: Monte-Carlo ``E_q[log q - log pi_0]`` from the recorded VAS log-probs and a
    teacher-forced ``pi_0`` pass; BoN: the bound ``log N - (N-1)/N``), wall time, and the
    compute per generated position in ``pi_0``-token forwards (VAS: one ``pi_0`` token plus
-   ``k + 1`` value-model tokens at ``value_layers / pi_0 layers`` the cost; BoN: N).
+   ``k + 1`` value-model tokens, each at the value model's share of ``pi_0``'s multiply-adds; BoN: N).
 
 The machine is shared: the table's wall times are single measurements taken in table order;
 the VAS / Best-of-N wall-time ratios come from a separate interleaved timing (VAS at the
@@ -24,6 +24,7 @@ Writes ``benchmarks/results/vas_135m.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
@@ -121,18 +122,19 @@ def main(argv=None) -> int:
         return {"len_tokens": sum(map(len, ro.response_ids)) / n, "len_words": sum(len(t.split()) for t in ro.texts) / n,
                 "stop_rate": sum(r == "stop" for r in ro.finish_reasons) / n}
 
-    rows = []
-    for beta in [float(b) for b in a.betas.split(",")]:
-        t = time.perf_counter()
-        ro = eng.generate(prompts.ids, base.with_(n=a.n), decoder=vas_decoder(vm, beta, k=a.topk))
-        wall = time.perf_counter() - t
-        r = score(ro)
-        lq = torch.tensor([sum(x) for x in ro.logprobs])  # log q(y) of the VAS distribution (temperature 1)
-        l0 = _seq_logprobs(model, ro, eng.pad_id)  # log pi_0(y), teacher-forced
-        rows.append({"method": f"VAS beta={beta:g}", "reward": sum(r) / len(r), **lengths(ro),
-                     "kl": float((lq - l0).mean()), "samples": len(ro), "wall_s": wall,
-                     "pi0_fwd_per_pos": 1 + (a.topk + 1) * Lv / L0})
+    rows: list[dict] = []
+
+    def _progress(rows) -> None:  # rows so far, in case a long run is stopped
         print(rows[-1], flush=True)
+        (out / "partial.json").write_text(json.dumps(rows, indent=1))
+
+    # compute per generated position in pi_0 token-forwards, by multiply-adds per token: pi_0's
+    # weights (its tied embedding counted once, as the LM head); the value model's weights minus its
+    # input embedding (a lookup) -- attention over the context is left out for both
+    emb = vm.backbone.get_input_embeddings().weight.numel()
+    p_pi0 = sum(p.numel() for p in model.parameters())
+    p_value = sum(p.numel() for p in vm.parameters()) - emb
+
     # Best-of-N: one call with n = max N; BoN(N) takes the first N samples of each prompt (samples are
     # i.i.d., so this is Best-of-N), its time is that call's time scaled by N / max N (the rows are
     # independent and batched alike), its compute N pi_0 forwards per position
@@ -148,8 +150,19 @@ def main(argv=None) -> int:
         rows.append({"method": f"BoN N={n}", "reward": sum(r[j] for j in best) / len(best), **lengths(chosen),
                      "kl": math.log(n) - (n - 1) / n, "samples": n * len(prompts.ids), "wall_s": wall_big * n / big,
                      "pi0_fwd_per_pos": float(n)})
-        print(rows[-1], flush=True)
+        _progress(rows)
 
+    for beta in [float(b) for b in a.betas.split(",")]:
+        t = time.perf_counter()
+        ro = eng.generate(prompts.ids, base.with_(n=a.n), decoder=vas_decoder(vm, beta, k=a.topk))
+        wall = time.perf_counter() - t
+        r = score(ro)
+        lq = torch.tensor([sum(x) for x in ro.logprobs])  # log q(y) of the VAS distribution (temperature 1)
+        l0 = _seq_logprobs(model, ro, eng.pad_id)  # log pi_0(y), teacher-forced
+        rows.append({"method": f"VAS beta={beta:g}", "reward": sum(r) / len(r), **lengths(ro),
+                     "kl": float((lq - l0).mean()), "samples": len(ro), "wall_s": wall,
+                     "pi0_fwd_per_pos": 1 + (a.topk + 1) * p_value / p_pi0})
+        _progress(rows)
     # wall-clock ratio measured properly: VAS (the largest beta; beta does not change the cost) against
     # Best-of-N at each N, interleaved, on the first --time-prompts prompts
     timing = {}
@@ -180,6 +193,7 @@ def main(argv=None) -> int:
         if k != "VAS":
             ratios[f"wall VAS / {k} (interleaved, median)"] = timing["VAS"]["median_s"] / timing[k]["median_s"]
     settings = dict(vars(a)) | {"timing": timing, "pi0_layers": L0, "value_layers": Lv, "train_s": train_s,
+                                "pi0_params": p_pi0, "value_params_per_token": p_value,
                                 "eval_prompts_used": len(prompts.ids)}
     notes.append("wall_s column: one measurement each on a shared 2-core machine, in table order (not interleaved); "
                  f"BoN N < {big}: the N={big} call's time x N/{big}. The 'wall (interleaved)' ratios time VAS and "
