@@ -230,7 +230,8 @@ class LearnerActor(ActorBase):
                  master_addr: str = "127.0.0.1", master_port: int = 29500, zero_stage: int = 2,
                  offload_optimizer: bool = False, offload_params: bool = False, grad_accum: int = 1,
                  seed: int = 0, backend: Literal["auto", "gloo", "nccl"] = "auto",
-                 num_threads: int | None = None, model_kind: Literal["causal_lm", "reward"] = "causal_lm") -> None:
+                 num_threads: int | None = None, model_kind: Literal["causal_lm", "reward"] = "causal_lm",
+                 num_layers: int | None = None) -> None:
         super().__init__(seed=seed, rank=rank, num_threads=num_threads)
         import deepspeed
 
@@ -273,7 +274,7 @@ class LearnerActor(ActorBase):
 
             if self.lora is not None:
                 raise ValueError("model_kind='reward' trains the full backbone and head; unset model.lora")
-            module = RewardModel.from_pretrained(model.path, dtype=model.dtype,
+            module = RewardModel.from_pretrained(model.path, dtype=model.dtype, num_layers=num_layers,
                                                  trust_remote_code=model.trust_remote_code)
         else:
             module = load_causal_lm(model.path, dtype=model.dtype, trust_remote_code=model.trust_remote_code)

@@ -133,6 +133,7 @@ class RewardTrainConfig:
     pairs_per_step: int = field(default=8, metadata=positive)  # preference pairs per optimizer step
     max_completion_tokens: int = field(default=256, metadata=positive)
     eval_pairs: int = field(default=64, metadata=positive)  # held-out pairs scored at the end
+    backbone_layers: int | None = field(default=None, metadata=positive)  # keep the first N layers (None: all)
 
 
 @register_trainer("reward")
@@ -145,7 +146,7 @@ class RewardTrainer(DatasetTrainer):
         from rlcustom.data.loaders import load_preference_pairs
 
         d = self.cfg.data
-        build_learner(self, model_kind="reward")
+        build_learner(self, model_kind="reward", num_layers=self.cfg.algo.backbone_layers)
         self.load_rows(list(load_preference_pairs(d.prompts, split=d.split, val_fraction=d.val_fraction,
                                                   seed=self.cfg.seed, on_bad_record=d.on_bad_record, limit=d.limit)))
 

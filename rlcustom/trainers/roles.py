@@ -25,7 +25,8 @@ def build_rollout(trainer: "Trainer", role: str = "rollout", model=None):
     return group
 
 
-def build_learner(trainer: "Trainer", role: str = "learner", model=None, model_kind: str = "causal_lm"):
+def build_learner(trainer: "Trainer", role: str = "learner", model=None, model_kind: str = "causal_lm",
+                  num_layers: int | None = None):
     from rlcustom.actors.learner import LearnerActor
     from rlcustom.scheduler.runtime import free_port
     from rlcustom.scheduler.weight_sync import WeightSyncMixin
@@ -37,7 +38,8 @@ def build_learner(trainer: "Trainer", role: str = "learner", model=None, model_k
         (model or cfg.model, cfg.optim),
         {"rank": i, "world_size": rc.replicas, "master_addr": _master_addr(trainer, role), "master_port": port,
          "zero_stage": rc.zero_stage, "offload_optimizer": rc.offload_optimizer, "offload_params": rc.offload_params,
-         "seed": cfg.seed, "num_threads": _threads(trainer, role), "model_kind": model_kind}))
+         "seed": cfg.seed, "num_threads": _threads(trainer, role), "model_kind": model_kind,
+         **({"num_layers": num_layers} if num_layers else {})}))
 
 
 def _master_addr(trainer: "Trainer", role: str) -> str:

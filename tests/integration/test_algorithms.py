@@ -63,3 +63,17 @@ def test_reward_trainer_beats_chance(tiny_dir, tmp_path):
     acc = [h["train/pair_accuracy"] for h in res["history"]]
     assert mean(acc[-4:]) > 0.5, acc
     assert (tmp_path / "model" / "head.safetensors").is_file()  # a RewardModel directory for reward.spec=model
+
+
+def test_reward_trainer_backbone_layers(tiny_dir, tmp_path):
+    """algo.backbone_layers keeps the first N layers: a smaller reward model, saved and reloaded as such."""
+    from rlcustom.models.heads import RewardModel
+
+    cfg = load_config(None, [
+        "trainer=reward", f"model.path={tiny_dir}", f"output_dir={tmp_path}", "data.prompts=hh-rlhf",
+        "data.limit=8", "data.max_prompt_tokens=32", "algo.max_completion_tokens=16", "algo.pairs_per_step=4",
+        "steps=1", "algo.backbone_layers=1", "roles.learner.zero_stage=0", "roles.learner.cpus=1",
+        "tracking.mode=offline"])
+    run_trainer(cfg)
+    rm = RewardModel.load(tmp_path / "model")
+    assert rm.backbone.config.num_hidden_layers == 1
