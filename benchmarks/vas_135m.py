@@ -59,6 +59,9 @@ def _parse(argv):
     p.add_argument("--time-repeats", type=int, default=2, help="repeats of that timing (0: skip it)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--retrain", action="store_true", help="train even if OUT/value exists")
+    p.add_argument("--phase", choices=["all", "bon"], default="all",
+                   help="bon: only Best-of-N (no value model needed), saved to OUT/bon_rows.json and reused by a "
+                        "later 'all' run with the same settings (so it can run while the value model trains)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -100,18 +103,20 @@ def main(argv=None) -> int:
 
     out = (ROOT / a.out) if not Path(a.out).is_absolute() else Path(a.out)
     train_s = None
-    if a.retrain or not (out / "value").is_dir():
+    if a.phase == "all" and (a.retrain or not (out / "value").is_dir()):
         train_s = train(a)
     torch.set_num_threads(a.threads)
     tok, model = load_tokenizer(a.model), load_causal_lm(a.model).eval()
-    vm = ValueModel.load(out / "value").eval()
     eng = HFEngine(model, tok, batch_size=64)
     data = DataConfig(prompts="hh-rlhf", split="validation", limit=a.eval_prompts,
                       max_prompt_tokens=a.max_prompt_tokens)
     prompts = build_prompts(data, tok, seed=a.seed)
     kwargs = yaml.safe_load(a.reward_kwargs) or {}
     base = SamplingParams(max_new_tokens=a.max_new_tokens, temperature=1.0, seed=a.seed + 1)
-    L0, Lv = model.config.num_hidden_layers, vm.num_layers
+    bon_key = {k: getattr(a, k) for k in ("model", "reward", "reward_kwargs", "max_new_tokens", "max_prompt_tokens",
+                                          "eval_prompts", "bon", "seed")}
+    bon_file = out / "bon_rows.json"
+    out.mkdir(parents=True, exist_ok=True)
 
     def score(ro) -> list[float]:
         return apply_reward(a.reward, [prompts.texts[i] for i in ro.prompt_index], ro.texts, ro.response_ids,
@@ -128,29 +133,40 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
         (out / "partial.json").write_text(json.dumps(rows, indent=1))
 
+    sizes = [int(x) for x in a.bon.split(",")]
+    big = max(sizes)
+    # Best-of-N: one call with n = max N; BoN(N) takes the first N samples of each prompt (samples are
+    # i.i.d., so this is Best-of-N), its time is that call's time scaled by N / max N (the rows are
+    # independent and batched alike), its compute N pi_0 forwards per position
+    saved = json.loads(bon_file.read_text()) if bon_file.is_file() else None
+    if a.phase == "all" and saved and saved["settings"] == bon_key:
+        for row in saved["rows"]:
+            rows.append(row)
+            _progress(rows)
+    else:
+        t = time.perf_counter()
+        ro = eng.generate(prompts.ids, base.with_(n=big, seed=a.seed + 2))
+        wall_big = time.perf_counter() - t
+        r = score(ro)
+        for n in sizes:
+            best = [max(range(i * big, i * big + n), key=lambda j: r[j]) for i in range(len(prompts.ids))]
+            chosen = ro.select(best)
+            rows.append({"method": f"BoN N={n}", "reward": sum(r[j] for j in best) / len(best), **lengths(chosen),
+                         "kl": math.log(n) - (n - 1) / n, "samples": n * len(prompts.ids), "wall_s": wall_big * n / big,
+                         "pi0_fwd_per_pos": float(n)})
+            _progress(rows)
+        bon_file.write_text(json.dumps({"settings": bon_key, "rows": rows}, indent=1))
+    if a.phase == "bon":
+        return 0
+
+    vm = ValueModel.load(out / "value").eval()
+    L0, Lv = model.config.num_hidden_layers, vm.num_layers
     # compute per generated position in pi_0 token-forwards, by multiply-adds per token: pi_0's
     # weights (its tied embedding counted once, as the LM head); the value model's weights minus its
     # input embedding (a lookup) -- attention over the context is left out for both
     emb = vm.backbone.get_input_embeddings().weight.numel()
     p_pi0 = sum(p.numel() for p in model.parameters())
     p_value = sum(p.numel() for p in vm.parameters()) - emb
-
-    # Best-of-N: one call with n = max N; BoN(N) takes the first N samples of each prompt (samples are
-    # i.i.d., so this is Best-of-N), its time is that call's time scaled by N / max N (the rows are
-    # independent and batched alike), its compute N pi_0 forwards per position
-    sizes = [int(x) for x in a.bon.split(",")]
-    big = max(sizes)
-    t = time.perf_counter()
-    ro = eng.generate(prompts.ids, base.with_(n=big, seed=a.seed + 2))
-    wall_big = time.perf_counter() - t
-    r = score(ro)
-    for n in sizes:
-        best = [max(range(i * big, i * big + n), key=lambda j: r[j]) for i in range(len(prompts.ids))]
-        chosen = ro.select(best)
-        rows.append({"method": f"BoN N={n}", "reward": sum(r[j] for j in best) / len(best), **lengths(chosen),
-                     "kl": math.log(n) - (n - 1) / n, "samples": n * len(prompts.ids), "wall_s": wall_big * n / big,
-                     "pi0_fwd_per_pos": float(n)})
-        _progress(rows)
 
     for beta in [float(b) for b in a.betas.split(",")]:
         t = time.perf_counter()
