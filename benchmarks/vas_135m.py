@@ -73,10 +73,12 @@ def train(a) -> float:
            "data.split=train", f"data.max_prompt_tokens={a.max_prompt_tokens}",
            f"sampling.max_new_tokens={a.max_new_tokens}", f"reward.spec={a.reward}", f"reward.kwargs={a.reward_kwargs}",
            f"steps={a.steps}", "save_every=0", f"algo.samples={a.train_samples}",
-           f"algo.samples_per_prompt={a.samples_per_prompt}", "algo.prompts_per_batch=8", "algo.temperature=1.0",
+           f"algo.samples_per_prompt={a.samples_per_prompt}", "algo.prompts_per_batch=4", "algo.temperature=1.0",
            f"algo.batch_size={a.batch_size}", f"algo.value_layers={a.value_layers}", f"algo.lr={a.lr}",
            f"algo.lam={a.lam}", "algo.eval_every=12", "optim.micro_batch_size=8", "engine=hf",
            f"roles.rollout.num_threads={a.threads}", f"roles.value.num_threads={a.threads}", "tracking.mode=offline"]
+    # 4 prompts x samples_per_prompt rows per generate call: on a loaded machine a 32-row call of 48 tokens
+    # outlived the runtime's 600 s per-call timeout
     print("$", " ".join(cmd[2:]), flush=True)
     t = time.perf_counter()
     # on a shared machine Ray's memory monitor kills *our* workers when *other* processes fill memory
