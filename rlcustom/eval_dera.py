@@ -254,7 +254,8 @@ def sweep(sft_model, tokenizer, prompt_ids: Sequence[Sequence[int]], params, lam
             else:
                 model_lam = (lora_interpolated(aligned_model, lam) if kind == "lora"
                              else weight_interpolated_model(sft_model, aligned_model, lam)).eval()
-                make = lambda m=model_lam: CombinedStep(TwoModelStep([m, sft_model]), lambda parts: parts[0])  # noqa: E731
+                make = lambda m=model_lam: CombinedStep(TwoModelStep([m, sft_model]),  # noqa: E731
+                                                        lambda parts: parts[0])
                 sft_index = 1
             ro, k1, tw = _decode(engine, prompt_ids, params, make, sft_index)
             del model_lam

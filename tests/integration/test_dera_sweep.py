@@ -1,8 +1,9 @@
 """DeRa lambda sweep (``rlcustom eval dera``) on tiny models.
 
 The aligned model is the SFT model trained in-process with a few policy-gradient steps
-toward a rule reward, ``token_range`` (the fraction of reply tokens with an id below ``HI``). Decoding with ``softmax(lam * h_aligned + (1 - lam) * h_sft)``
-must then move reward and KL to the SFT model up together as lam goes 0 -> 0.5 -> 1 -> 1.5
+toward a rule reward, ``token_range`` (the fraction of reply tokens with an id below ``HI``).
+Decoding with ``softmax(lam * h_aligned + (1 - lam) * h_sft)`` must then move reward and KL
+to the SFT model up together as lam goes 0 -> 0.5 -> 1 -> 1.5
 (the paper's Figure 2: lam interpolates, lam > 1 extrapolates the alignment). Every lam
 uses the same sampling seed and the same 96 samples, so the steps between lams (several
 standard errors, printed on failure) are not sampling noise.
