@@ -283,12 +283,14 @@ class RewardModel(ScalarHeadModel):
 
     @torch.no_grad()
     def score_texts(self, prompts: Sequence[str], completions: Sequence[str] | None = None, tokenizer=None, *,
-                    batch_size: int = 16, max_length: int | None = None) -> list[float]:
+                    batch_size: int = 16, max_length: int | None = None, append_eos: bool = True) -> list[float]:
         """Rewards of ``prompt + completion`` texts (completions None: score the prompts as whole texts).
 
         Prompt and completion are tokenized separately without added special tokens
-        and concatenated (as engines do: prompt ids + generated ids); ``max_length``
-        keeps the *last* tokens, where the reward is read.
+        and concatenated (as engines do: prompt ids + generated ids). ``append_eos``: a
+        completion is a finished reply and ends with EOS, as the reward trainer's rows and
+        finished rollouts do; the reward is read at that token, so leaving it out scores a
+        different position than the one trained. ``max_length`` keeps the *last* tokens.
         """
         tok = tokenizer if tokenizer is not None else self.tokenizer
         if tok is None:
@@ -300,6 +302,8 @@ class RewardModel(ScalarHeadModel):
             ids = tok(p, add_special_tokens=False)["input_ids"]
             if completions is not None:
                 ids = ids + tok(completions[i], add_special_tokens=False)["input_ids"]
+                if append_eos and tok.eos_token_id is not None:
+                    ids = ids + [tok.eos_token_id]
             if max_length:
                 ids = ids[-max_length:]
             rows.append(ids or [tok.eos_token_id])

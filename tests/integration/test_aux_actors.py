@@ -169,6 +169,24 @@ def test_reward_model_scores_one_per_sample_padding_invariant(tiny, tiny_dir, ro
     assert len(loaded.score_texts(["Hello", "Hi"], [" there", "!"])) == 2
 
 
+def test_score_texts_reads_the_reward_where_the_trainer_did(tiny, tiny_dir):
+    """A reply text is scored as the reward trainer's row (prompt ids + reply ids + EOS): the head is read at
+    EOS, the position it was trained at (without EOS a held-out evaluation scores another position)."""
+    from rlcustom.models.forward import position_ids
+    from rlcustom.models.heads import RewardModel
+    from rlcustom.trainers.offline import encode_pairs
+
+    _, tok = tiny
+    rm = RewardModel.from_pretrained(str(tiny_dir))
+    prompts, replies = ["Hello there, how", "Hi"], [" are you?", " friend and foe"]
+    b = encode_pairs(tok, prompts, replies, 64, 64).padded(tok.pad_token_id)
+    with torch.no_grad():
+        want = rm(b["input_ids"], b["attention_mask"], position_ids(b["attention_mask"]))
+    got = rm.score_texts(prompts, replies, tokenizer=tok)
+    assert got == pytest.approx(want.tolist(), abs=1e-5)
+    assert rm.score_texts(prompts, replies, tokenizer=tok, append_eos=False) != pytest.approx(want.tolist(), abs=1e-5)
+
+
 def test_loglik_reward_is_mean_token_logprob(tiny, tiny_dir, rollouts):
     from rlcustom.actors.reward import RewardActor
 
