@@ -24,6 +24,7 @@ import argparse
 import copy
 import dataclasses
 import math
+import os
 
 from benchmarks.common import interleaved, report, summarize
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.quick:
         a.batches, a.new_tokens, a.repeats, a.best_of = "1", 16, 2, "4"
 
+    load_start = os.getloadavg()
     import torch
 
     if a.threads:
@@ -136,9 +138,13 @@ def main(argv: list[str] | None = None) -> None:
             if name != "plain":
                 ratios[f"{name}/plain@B{B}"] = row["ratio"]
         raw[B] = times
+        print(f"batch {B}: " + ", ".join(f"{r['side']} {r['ratio']:.2f}x" for r in rows if r['batch'] == B),
+              flush=True)  # progress: the full table comes at the end
     notes = [f"value model quarter: first {q_layers} of {n_layers} layers",
              "ratio = median time / median plain time of the same batch; ratio_min/max: per interleaved round",
              "best_of_n ratio = cost of one final answer (N samples, no reward scoring); per_token_ratio = ratio/N"]
+    notes.append("load average (1, 5, 15 min) at start %s, at end %s (shared machine)"
+                 % tuple(", ".join(f"{x:.1f}" for x in la) for la in (load_start, os.getloadavg())))
     if short:
         notes.append(f"prompts shorter than --prompt-tokens: {short}")
     report("decoding", {"model": a.model, "batches": batches, "new_tokens": a.new_tokens,
