@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     vas = [r for r in rows if r["method"].startswith("VAS")]
     bon = [r for r in rows if r["method"].startswith("BoN")]
     ratios, notes = {}, []
-    for v in vas[1:]:
+    for v in [r for r in vas if r["method"] != "VAS beta=0"]:
         # the smallest N whose Best-of-N reward reaches this beta's reward
         match = next((b for b in bon if b["reward"] >= v["reward"]), None)
         if match is not None:
