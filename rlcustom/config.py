@@ -227,6 +227,7 @@ class RoleConfig:
     offload_params: bool = False     # ZeRO-3 parameter offload (GPU runs)
     tensor_parallel_size: int = field(default=1, metadata=positive)
     max_restarts: int = field(default=2, metadata=non_negative)
+    call_timeout_s: float = field(default=600.0, metadata=positive)  # longest wait for one call to this role
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,10 @@ class RoleGroup:
         return [getattr(a, method).remote(*args, **kwargs) for a, args in zip(self.actors, per_replica_args)]
 
     def get(self, refs: Any, what: str | None = None) -> Any:
-        return ray_get(refs, self.timeout_s, what or f"role '{self.role}'")
+        try:
+            return ray_get(refs, self.timeout_s, what or f"role '{self.role}'")
+        except ActorTimeout as e:  # say which knob: a loaded machine or long generations may need more
+            raise ActorTimeout(f"{e} (raise roles.{self.role}.call_timeout_s if the work is just slow)") from None
 
     def run(self, method: str, *args, **kwargs) -> list[Any]:
         return self.get(self.call(method, *args, **kwargs), f"{self.role}.{method}")

@@ -101,7 +101,8 @@ class Trainer:
 
     def add_role(self, role: str, cls: type, args_for: Callable[[int], tuple[tuple, dict]]) -> RoleGroup:
         rc = self.role_cfg(role)
-        group = make_group(role, cls, self.placements[role], args_for=args_for, max_restarts=rc.max_restarts)
+        group = make_group(role, cls, self.placements[role], args_for=args_for, max_restarts=rc.max_restarts,
+                           timeout_s=rc.call_timeout_s)
         self.groups[role] = group
         return group
 
