@@ -315,18 +315,17 @@ class DecoderConfig:
         if self.mode is not None and self.mode not in _DECODER_MODES.get(self.name, ()):
             raise ValueError(f"decoder.mode={self.mode} is not a mode of {self.name} "
                              f"(one of {', '.join(_DECODER_MODES.get(self.name, ()))})")
-        if self.name == "vas":
-            if not self.value:
-                raise ValueError("decoder.value is required for decoder.name=vas (a ValueModel directory)")
-            if self.beta and len(self.beta) != len(self.value):
-                raise ValueError(f"decoder.beta has {len(self.beta)} entries but decoder.value has "
-                                 f"{len(self.value)} (one beta per value model)")
-        if self.name == "dera":
-            if not self.aligned:
-                raise ValueError("decoder.aligned is required for decoder.name=dera (the aligned model)")
-            if self.lam and len(self.lam) != len(self.aligned):
-                raise ValueError(f"decoder.lam has {len(self.lam)} entries but decoder.aligned has "
-                                 f"{len(self.aligned)} (one lambda per aligned model)")
+        # decoder -> (models key, what it is, weights key, one weight per ...)
+        paired = {"vas": ("value", "a ValueModel directory", "beta", "value model"),
+                  "dera": ("aligned", "the aligned model", "lam", "aligned model")}
+        if self.name in paired:
+            models_key, what, weights_key, per = paired[self.name]
+            models, weights = getattr(self, models_key), getattr(self, weights_key)
+            if not models:
+                raise ValueError(f"decoder.{models_key} is required for decoder.name={self.name} ({what})")
+            if weights and len(weights) != len(models):
+                raise ValueError(f"decoder.{weights_key} has {len(weights)} entries but decoder.{models_key} has "
+                                 f"{len(models)} (one {'lambda' if weights_key == 'lam' else weights_key} per {per})")
         if self.name in ("dera_lora", "qadapter") and not self.adapter:
             raise ValueError(f"decoder.adapter is required for decoder.name={self.name} (a LoRA adapter directory)")
 
