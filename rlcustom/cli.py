@@ -252,7 +252,8 @@ def _eval_configure(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("DeRa sweep (rlcustom eval dera CONFIG ...)")
     g.add_argument("--aligned", help="dera: the aligned model (a directory, e.g. OUTPUT_DIR/model); SFT = model.path")
     g.add_argument("--adapter", help="dera: a LoRA adapter directory or LoRA run checkpoint over model.path "
-                                     "(decoded with one batched forward per step)")
+                                     "(decoded with one batched forward per step); eval qadapter: the Q-Adapter "
+                                     "(a peft directory, e.g. OUTPUT_DIR/adapter)")
     g.add_argument("--lams", default="0,0.5,1,1.5",
                    help="dera: comma list of lambda values, any real numbers (a negative first value: --lams=-0.5,0,1)")
     g.add_argument("--interp", action="store_true", help="dera: also decode the weight-interpolated model "
@@ -260,7 +261,17 @@ def _eval_configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--samples", type=int, default=4, help="dera: prompts shown in the sample table")
     g.add_argument("--rescore", action="store_true", help="dera: do not decode; score the samples of the sweep "
                                                           "at --out again with this config's reward:")
-    p.epilog = ("rlcustom eval dera CONFIG (--aligned PATH | --adapter DIR) --lams 0,0.5,1,1.5 [--interp] "
+    q = p.add_argument_group("Q-Adapter comparison (rlcustom eval qadapter CONFIG [--adapter DIR | --policy DIR])")
+    q.add_argument("--replayed", type=int, default=8, help="qadapter: the first N neutral prompts are Replay's data; "
+                                                           "forgetting is measured on the others (and on those apart)")
+    q.add_argument("--new-tokens", type=int, default=48, help="qadapter: length of pi_1's greedy original-task answers")
+    q.add_argument("--original", help="qadapter: JSONL cache of those answers "
+                                      "(default: OUTPUT_DIR/original_task_N.jsonl)")
+    p.epilog = ("rlcustom eval qadapter CONFIG [--adapter DIR | --policy DIR] [--pairs N] [--out F]: held-out "
+                "preference accuracy by the method's implicit reward (Q-Adapter: summed residual rewards; a model: "
+                "log pi - log pi_1; neither: pi_1 by its log-likelihood) and forgetting (NLL of pi_1's greedy answers "
+                "to neutral prompts, relative to pi_1); JSON to --out (default OUTPUT_DIR/eval_qadapter.json). "
+                "rlcustom eval dera CONFIG (--aligned PATH | --adapter DIR) --lams 0,0.5,1,1.5 [--interp] "
                 "[--limit N] [--out F]: decoding-time realignment sweep (Liu et al. 2024): per lambda, reward "
                 "(the config's reward:) and KL to the SFT model (model.path) of samples on validation prompts, "
                 "and a sample table; JSON plus a reward/KL-vs-lambda plot next to it.")
@@ -291,6 +302,21 @@ def _eval_dera(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_qadapter(args: argparse.Namespace) -> int:
+    """``rlcustom eval qadapter CONFIG ...``: one row of the Q-Adapter comparison (rlcustom/eval_qadapter_run.py)."""
+    from rlcustom.eval_qadapter_run import run
+
+    if args.aligned or args.interp:
+        raise RLCustomError("--aligned/--interp belong to `rlcustom eval dera CONFIG ...`")
+    cfg = _load(args)
+    out = args.out or Path(cfg.output_dir) / "eval_qadapter.json"
+    res = run(cfg, adapter=args.adapter, policy=args.policy, pairs=args.pairs, replayed=args.replayed,
+              new_tokens=args.new_tokens, original=args.original, out=out)
+    print(json.dumps(res["metrics"], indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
 @command("eval", "reward, KL to a reference, preference accuracy, perplexity of a model; JSON out",
          configure=_eval_configure)
 def eval_(args: argparse.Namespace) -> int:
@@ -299,6 +325,9 @@ def eval_(args: argparse.Namespace) -> int:
     if args.config == "dera" and not Path("dera").is_file():  # `rlcustom eval dera CONFIG ...`
         args.config = args.overrides.pop(0) if args.overrides else None
         return _eval_dera(args)
+    if args.config == "qadapter" and not Path("qadapter").is_file():  # `rlcustom eval qadapter CONFIG ...`
+        args.config = args.overrides.pop(0) if args.overrides else None
+        return _eval_qadapter(args)
     if args.aligned or args.adapter or args.interp:
         raise RLCustomError("--aligned/--adapter/--interp belong to `rlcustom eval dera CONFIG ...`")
     cfg = _load(args)
