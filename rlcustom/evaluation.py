@@ -32,6 +32,16 @@ def _seq_logprobs(model, ro, pad_id: int, micro: int = 8) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def _se(xs: list[float]) -> float:
+    """Standard error of the mean (sample std / sqrt(n)); 0 for fewer than 2 values. Samples of one
+    prompt are not independent, so with sampling.n > 1 this understates the spread over prompts."""
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    m = sum(xs) / n
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1) / n)
+
+
 def evaluate(cfg, *, policy: str, reference: str | None, metrics: tuple[str, ...] = METRICS,
              limit: int = 32, pairs_limit: int = 64) -> dict:
     from rlcustom.data.chat import format_prompt
@@ -58,6 +68,7 @@ def evaluate(cfg, *, policy: str, reference: str | None, metrics: tuple[str, ...
     if model is not None and ({"reward", "kl"} & set(metrics)):
         ps = build_prompts(dataclasses.replace(d, split="validation", limit=limit), tok, seed=cfg.seed)
         ro = HFEngine(model, tok).generate(ps.ids, cfg.sampling.params(seed=cfg.seed))
+        out["per_sample"] = {}
         if "reward" in metrics:
             from rlcustom.actors.reward import RewardActor
 
@@ -67,9 +78,14 @@ def evaluate(cfg, *, policy: str, reference: str | None, metrics: tuple[str, ...
                                 api_key_env=r.api_key_env)
             scores = actor.score(ro)
             out["metrics"]["reward"] = sum(scores) / len(scores)
+            out["metrics"]["reward_se"] = _se(scores)
+            out["per_sample"]["reward"] = list(map(float, scores))
         if "kl" in metrics and ref is not None:
             kl = _seq_logprobs(model, ro, tok.pad_token_id) - _seq_logprobs(ref, ro, tok.pad_token_id)
             out["metrics"]["kl"] = float(kl.mean())
+            out["metrics"]["kl_se"] = _se(kl.tolist())
+            out["per_sample"]["kl"] = kl.tolist()
+        out["metrics"]["samples"] = len(ro)
         out["samples"] = [{"prompt": ps.raw[i], "completion": ro.texts[j]}
                           for j, i in enumerate(ro.prompt_index[:8])]
 

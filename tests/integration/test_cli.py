@@ -1,5 +1,6 @@
 """The rlcustom command line as a user runs it: output files, one-line errors, exit codes."""
 import json
+import statistics
 import subprocess
 import sys
 
@@ -64,3 +65,6 @@ def test_eval_writes_metrics_json(tiny_dir, tmp_path):
     assert m["kl"] == pytest.approx(0.0, abs=1e-5)  # the policy is its own reference
     assert 1 <= m["reward"] <= 4 and m["pairs"] == 4 and 0 <= m["pair_accuracy"] <= 1
     assert m["ppl"] > 1000  # a random tiny model is near-uniform over a 49k vocabulary
+    rs = json.loads(out.read_text())["per_sample"]["reward"]
+    assert len(rs) == m["samples"] and sum(rs) / len(rs) == pytest.approx(m["reward"])
+    assert m["reward_se"] == pytest.approx(statistics.stdev(rs) / len(rs) ** 0.5)
