@@ -349,7 +349,10 @@ def eval_(args: argparse.Namespace) -> int:
 
 
 def _bench_configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="a script in benchmarks/ (e.g. generation), or 'all'")
+    p.add_argument("name", help="a script in benchmarks/ (e.g. generation), or 'all': every comparison benchmark at "
+                                "its default settings, each in its own process (not the *_135m experiments nor a "
+                                "module that sets IN_BENCH_ALL = False); a summary table and "
+                                "benchmarks/results/bench_all.json at the end")
     p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (see its --help)")
 
 
@@ -357,18 +360,27 @@ def _bench_configure(p: argparse.ArgumentParser) -> None:
          configure=_bench_configure)
 def bench(args: argparse.Namespace) -> int:
     import importlib
-    import pkgutil
+
+    from rlcustom import bench_runner as br
 
     root = next((b for b in (Path.cwd(), Path(__file__).resolve().parent.parent) if (b / "benchmarks").is_dir()), None)
     if root is None:
         raise RLCustomError("benchmarks/ not found: run from a checkout of the repository")
     sys.path.insert(0, str(root))
-    names = sorted(m.name for m in pkgutil.iter_modules([str(root / "benchmarks")]) if m.name != "common")
-    todo = names if args.name == "all" else [args.name]
-    for name in todo:
-        if name not in names:
-            raise RLCustomError(f"no benchmark '{name}' (have: {', '.join(names)})")
-        importlib.import_module(f"benchmarks.{name}").main(list(args.args) if args.name != "all" else [])
+    if args.name == "all":
+        rows = br.run_all(root)
+        return 1 if any(r.status.startswith("failed") for r in rows) else 0
+    names = br.benchmark_names(root / "benchmarks")
+    if args.name not in names:
+        raise RLCustomError(f"no benchmark '{args.name}' (have: {', '.join(names)})")
+    try:
+        importlib.import_module(f"benchmarks.{args.name}").main(list(args.args))
+    except Exception as e:  # noqa: BLE001 - a missing optional dependency is a skip, anything else is raised
+        reason = br.skip_reason(e)
+        if reason is None:
+            raise
+        print(f"{br.SKIP_MARK}{reason}", flush=True)
+        return br.SKIP_RC
     return 0
 
 
