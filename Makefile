@@ -9,7 +9,7 @@ LOCK := cluster/requirements-cpu.txt
 STAMP := $(VENV)/.rlcustom-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lock model clean pipeline
+.PHONY: setup demo test bench bench-deps lock model clean pipeline
 
 setup: $(STAMP)
 
@@ -33,8 +33,15 @@ demo: setup model
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: setup model
+bench: setup model bench-deps
 	$(VENV)/bin/rlcustom bench all
+
+# TRL for the side-by-side benchmarks, outside .venv (git-ignored): same torch/transformers as ours.
+TRL_REQS := benchmarks/requirements-trl.txt benchmarks/requirements-trl-ppo.txt
+bench-deps: setup
+	@for r in $(TRL_REQS); do v=$$(sed -n 's/^trl==//p' $$r); d=.bench/trl-$$v; \
+	  test -f $$d/.installed || { echo "==> TRL $$v into $$d"; rm -rf $$d && \
+	  $(PIP) install -q --no-deps --target $$d -r $$r && touch $$d/.installed; } || exit 1; done
 
 # Re-resolve the exact set after changing ranges in pyproject.toml.
 lock:
