@@ -405,71 +405,12 @@ def rescore(cfg, out: str | Path, *, samples: int = 4, plot: bool = True, log: C
 
 def write_plot(results: Sequence[dict], stem: str | Path, log: Callable[[str], None] = print) -> Path:
     """Reward and KL against lam, one line per variant: ``STEM.png`` with matplotlib, else
-    ``STEM.svg`` drawn by hand (no dependency)."""
-    stem = Path(stem)
+    ``STEM.svg`` drawn by hand (no dependency); see :mod:`rlcustom.lineplot`."""
+    from rlcustom.lineplot import Panel, write_panels
+
     variants = list(dict.fromkeys(r["variant"] for r in results))
     series = {v: sorted((r["lam"], r["reward"], r["kl"]) for r in results if r["variant"] == v) for v in variants}
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        path = stem.with_suffix(".svg")
-        path.write_text(_svg(series))
-        log(f"matplotlib is not installed: wrote an SVG plot instead ({path})")
-        return path
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for v, pts in series.items():
-        lams = [p[0] for p in pts]
-        axes[0].plot(lams, [p[1] for p in pts], marker="o", label=v)
-        axes[1].plot(lams, [p[2] for p in pts], marker="o", label=v)
-    for ax, name in zip(axes, ("reward", "KL to SFT")):
-        ax.set_xlabel("lambda")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    path = stem.with_suffix(".png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _svg(series: dict[str, list[tuple[float, float, float]]]) -> str:
-    W, H, pad = 360, 260, 48
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H}" font-family="sans-serif" '
-             f'font-size="11">', f'<rect width="{2 * W}" height="{H}" fill="white"/>']
-    for k, (col, name) in enumerate(((1, "reward"), (2, "KL to SFT"))):
-        pts = [p for s in series.values() for p in s]
-        if not pts:
-            break
-        x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-        y0, y1 = min(p[col] for p in pts), max(p[col] for p in pts)
-        x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
-        ox = k * W
-
-        def X(x):
-            return ox + pad + (x - x0) / (x1 - x0) * (W - 1.5 * pad)
-
-        def Y(y):
-            return H - pad + (y - y0) / (y1 - y0) * (-(H - 1.7 * pad))
-
-        parts.append(f'<line x1="{ox + pad}" y1="{H - pad}" x2="{ox + W - pad / 2}" y2="{H - pad}" stroke="black"/>')
-        parts.append(f'<line x1="{ox + pad}" y1="{H - pad}" x2="{ox + pad}" y2="{pad * 0.7}" stroke="black"/>')
-        parts.append(f'<text x="{ox + W / 2}" y="{H - 10}" text-anchor="middle">lambda</text>')
-        parts.append(f'<text x="{ox + pad}" y="{pad * 0.5}">{name}</text>')
-        for lam in sorted({p[0] for p in pts}):
-            parts.append(f'<text x="{X(lam):.1f}" y="{H - pad + 14}" text-anchor="middle">{lam:g}</text>')
-        for y in (y0, y1):
-            parts.append(f'<text x="{ox + pad - 4}" y="{Y(y) + 4:.1f}" text-anchor="end">{y:.3g}</text>')
-        for i, (v, s) in enumerate(series.items()):
-            c = colors[i % len(colors)]
-            line = " ".join(f"{X(p[0]):.1f},{Y(p[col]):.1f}" for p in s)
-            parts.append(f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="2"/>')
-            parts += [f'<circle cx="{X(p[0]):.1f}" cy="{Y(p[col]):.1f}" r="3" fill="{c}"/>' for p in s]
-            if k == 0:
-                parts.append(f'<text x="{ox + W - pad * 1.6}" y="{pad + 14 * i}" fill="{c}">{v}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
+    lams = tuple(sorted({r["lam"] for r in results}))
+    panels = [Panel(name, "lambda", {v: [(p[0], p[col]) for p in pts] for v, pts in series.items()}, xticks=lams,
+                    legend=col == 1) for col, name in ((1, "reward"), (2, "KL to SFT"))]
+    return write_panels(panels, stem, log=log)
