@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
                 wall, st = ts.run_step(sides[name])
                 stats[name].append(st)
                 print(f"{name} step {sides[name].step_idx}: {wall:.2f} s "
-                      f"(reward {st.get('reward/mean', float('nan')):.4f}, loss {st.get('train/loss', float('nan')):.4f})",
+                      f"(reward {st.get('reward/mean', float('nan')):.4f}, "
+                      f"loss {st.get('train/loss', float('nan')):.4f})",
                       flush=True)
             return fn
 
@@ -158,8 +159,9 @@ def main(argv: list[str] | None = None) -> None:
                      **{k[7:]: statistics.median(s.get(k, 0.0) for s in st) for k in phases},
                      "start_s": start_s[name]})
     per_round = sorted(r / l for r, l in zip(times["ray"], times["one_process"]))
-    same = [abs(r.get("reward/mean", 0) - l.get("reward/mean", 0)) for r, l in zip(stats["ray"], stats["one_process"])]
-    loss_diff = [abs(r.get("train/loss", 0) - l.get("train/loss", 0)) for r, l in zip(stats["ray"], stats["one_process"])]
+    pairs = list(zip(stats["ray"], stats["one_process"]))
+    same = [abs(r.get("reward/mean", 0) - l.get("reward/mean", 0)) for r, l in pairs]
+    loss_diff = [abs(r.get("train/loss", 0) - l.get("train/loss", 0)) for r, l in pairs]
     ratios = {"ray/one_process": rows[0]["median_s"] / ref, "overhead_pct": 100 * (rows[0]["median_s"] / ref - 1),
               "ratio_min": per_round[0], "ratio_max": per_round[-1]}
     notes = [f"same work on both sides: max |reward/mean diff| {max(same):.3g}, max |train/loss diff| "
