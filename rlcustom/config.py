@@ -286,7 +286,7 @@ class DecoderConfig:
     beta: float | tuple[float, ...] = ()  # vas: one weight per value model (empty: 1.0 each)
     topk: int = field(default=20, metadata=positive)  # vas: children of pi_0's top-k evaluated per step
     mode: Literal["tree", "expand", "auto", "slice", "peft"] | None = None  # vas: tree|expand; LoRA decoders: auto|slice|peft
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # vas value / dera aligned model dtype
+    dtype: Literal["float32", "bfloat16", "float16", "int8"] | None = None  # vas value / dera aligned model dtype; int8: vas on CPU
     aligned: str | tuple[str, ...] = ()  # dera: aligned model path(s)
     lam: float | tuple[float, ...] = ()  # dera/dera_lora: lambda per aligned model or adapter (empty: 1.0)
     adapter: str | None = None  # dera_lora/qadapter: LoRA adapter directory over model.path
@@ -326,6 +326,8 @@ class DecoderConfig:
             if weights and len(weights) != len(models):
                 raise ValueError(f"decoder.{weights_key} has {len(weights)} entries but decoder.{models_key} has "
                                  f"{len(models)} (one {'lambda' if weights_key == 'lam' else weights_key} per {per})")
+        if self.dtype == "int8" and self.name != "vas":
+            raise ValueError(f"decoder.dtype=int8 is for vas value models (dynamic int8 on CPU), not {self.name}")
         if self.name in ("dera_lora", "qadapter") and not self.adapter:
             raise ValueError(f"decoder.adapter is required for decoder.name={self.name} (a LoRA adapter directory)")
 
