@@ -64,10 +64,12 @@ def test_l3m_length_interval_and_task_nll(stopping_tiny_dir, sft_file, tmp_path)
             assert h["train/max_grad_norm"] == 0.2 and h["train/task_ppl"] > 1.0
     assert l3m[-1]["constraint/mu"] < l3m[0]["constraint/mu"]
 
-    # constraint steps alone: the same rollouts/rewards, no task steps -> the task NLL rises more
+    # constraint steps alone, as many as L3M took (same seed, prompts and settings; no task steps between
+    # them) -> the task NLL rises more than under L3M, whose task steps hold it back
+    n_con = len(lens)
     alone = run_trainer(config(stopping_tiny_dir, sft_file, tmp_path / "alone",
-                               extra=["algo.mu_end=1e-2", "algo.task_prob=0", "steps=6"]))["history"]
-    assert all(h["train/task_step"] == 0.0 for h in alone)
+                               extra=["algo.mu_end=1e-2", "algo.task_prob=0", f"steps={n_con}"]))["history"]
+    assert len(alone) == n_con and all(h["train/task_step"] == 0.0 for h in alone)
     rise_l3m = l3m[-1]["eval/task_nll"] - l3m[0]["eval/task_nll"]
     rise_alone = alone[-1]["eval/task_nll"] - alone[0]["eval/task_nll"]
     assert rise_l3m < rise_alone, (rise_l3m, rise_alone)
