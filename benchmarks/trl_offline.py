@@ -143,8 +143,8 @@ def rlcustom_run(algo: str, model_dir: str, pairs: Path, a, tmp: Path) -> dict:
 
 
 def row(model, algo, side, res, a) -> dict:
-    if "error" in res:
-        return {"model": model, "algo": algo, "side": side, "error": res["error"]}
+    if "error" in res:  # the log tail goes with the raw data (not printed in the table)
+        return {"model": model, "algo": algo, "side": side, "error": res["error"], "raw_s": {"tail": res.get("tail")}}
     walls = [s["wall_s"] for s in res["steps"][a.warmup:]]
     return {"model": model, "algo": algo, "side": side, "steps": len(walls), "steps_per_s": 1 / median(walls),
             "pairs_per_s": a.pairs / median(walls), "step_median_s": median(walls), "step_min_s": min(walls),
@@ -188,7 +188,12 @@ def main(argv: list[str] | None = None) -> None:
             for algo in a.algos.split(","):
                 spec = {"algo": algo, "model_dir": mdir, "pairs": str(pairs), "warmup": a.warmup, "steps": a.steps,
                         "pairs_per_step": a.pairs, "lr": a.lr, "seed": a.seed, "threads": a.threads}
-                ours = row(model, algo, "rlcustom", rlcustom_run(algo, mdir, pairs, a, tmp), a)
+                try:
+                    ours = row(model, algo, "rlcustom", rlcustom_run(algo, mdir, pairs, a, tmp), a)
+                except Exception as e:  # noqa: BLE001 - keep the other cases' numbers
+                    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    ours = {"model": model, "algo": algo, "side": "rlcustom", "error": f"{type(e).__name__}: {msg}"}
+                    notes.append(f"rlcustom {algo} on {model} failed: {ours['error']}")
                 res = run_worker("trl_offline", TRL_VERSION, spec, a.threads)
                 theirs = row(model, algo, f"trl-{TRL_VERSION}", res, a)
                 if "config" in res:
@@ -196,10 +201,10 @@ def main(argv: list[str] | None = None) -> None:
                 rows += [ours, theirs]
                 if "error" in res:
                     notes.append(f"TRL {algo} on {model} failed: {res['error']}")
-                else:
+                elif "error" not in ours:
                     ratios[f"{algo}@{model}: rlcustom/trl-{TRL_VERSION} (steps/s)"] = (
                         ours["steps_per_s"] / theirs["steps_per_s"])
-                print(f"{algo}@{model}: rlcustom {ours['steps_per_s']:.3f} steps/s, "
+                print(f"{algo}@{model}: rlcustom {ours.get('steps_per_s', float('nan')):.3f} steps/s, "
                       f"trl {theirs.get('steps_per_s', float('nan')):.3f} steps/s", flush=True)
     if ray.is_initialized():
         ray.shutdown()

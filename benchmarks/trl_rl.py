@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -76,11 +77,16 @@ def run_worker(module: str, version: str, spec: dict, threads: int, timeout_s: f
                    OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
                    WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                    TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")
-        p = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--worker", str(spec_path)], env=env,
-                           cwd=str(ROOT), capture_output=True, text=True, timeout=timeout_s)
+        try:
+            p = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--worker", str(spec_path)], env=env,
+                               cwd=str(ROOT), capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as e:
+            tail = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+            return {"error": f"no result within {timeout_s:.0f} s (killed)", "tail": tail.splitlines()[-25:]}
         if p.returncode != 0 or not out_path.is_file():
-            lines = [ln for ln in (p.stderr + p.stdout).strip().splitlines() if ln.strip()]
-            return {"error": lines[-1][:500] if lines else f"exit {p.returncode}", "tail": lines[-15:]}
+            lines = [ln for ln in (p.stdout + "\n" + p.stderr).splitlines() if ln.strip()]
+            errs = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b", ln.strip())]
+            return {"error": (errs or lines or [f"exit {p.returncode}"])[-1].strip()[:500], "tail": lines[-25:]}
         return json.loads(out_path.read_text())
 
 
@@ -168,6 +174,7 @@ def trl_grpo(spec: dict) -> dict:
               learning_rate=spec["lr"], seed=spec["seed"], report_to="none", save_strategy="no",
               logging_steps=1000, disable_tqdm=True, temperature=1.0, use_cpu=True, shuffle_dataset=False)
     if spec.get("vllm"):
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default (4) is too much here
         kw |= dict(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3)
     args = GRPOConfig(**kw)
     phases, steps = {}, []
@@ -297,8 +304,8 @@ def rlcustom_run(algo: str, model_dir: str, a, tmp: Path) -> dict:
 
 
 def side_row(model: str, algo: str, side: str, res: dict, a) -> dict:
-    if "error" in res:
-        return {"model": model, "algo": algo, "side": side, "error": res["error"]}
+    if "error" in res:  # the log tail goes with the raw data (not printed in the table)
+        return {"model": model, "algo": algo, "side": side, "error": res["error"], "raw_s": {"tail": res.get("tail")}}
     kept = res["steps"][a.warmup:]
     walls = [s["wall_s"] for s in kept]
     row = {"model": model, "algo": algo, "side": side, "steps": len(kept),
@@ -350,25 +357,29 @@ def main(argv: list[str] | None = None) -> None:
                 spec = {"algo": algo, "model_dir": mdir, "warmup": a.warmup, "steps": a.steps,
                         "completions": a.completions, "new_tokens": a.new_tokens, "lr": a.lr, "seed": a.seed,
                         "threads": a.threads}
-                ours = rlcustom_run(algo, mdir, a, tmp)
+                try:
+                    ours = rlcustom_run(algo, mdir, a, tmp)
+                except Exception as e:  # noqa: BLE001 - keep the other cases' numbers
+                    ours = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
+                    notes.append(f"rlcustom {algo} on {model} failed: {ours['error']}")
                 theirs = run_worker("trl_rl", version, spec, a.threads)
                 r_ours = side_row(model, algo, "rlcustom", ours, a)
                 r_trl = side_row(model, algo, f"trl-{version}", theirs, a)
                 if "config" in theirs:
                     r_trl["trl_config"] = json.dumps(theirs["config"])
                 rows += [r_ours, r_trl]
-                if "error" not in theirs:
+                if "error" not in theirs and "error" not in ours:
                     ratios[f"{algo}@{model}: rlcustom/trl-{version} default (samples/s)"] = (
                         r_ours["samples_per_s"] / r_trl["samples_per_s"])
                 else:
                     notes.append(f"TRL {version} {algo} on {model} failed: {theirs['error']}")
                 if algo == "grpo" and model == "tiny" and a.vllm == "auto":
-                    res = run_worker("trl_rl", version, spec | {"vllm": True}, a.threads)
+                    res = run_worker("trl_rl", version, spec | {"vllm": True}, a.threads, timeout_s=420)
                     r_v = side_row(model, algo, f"trl-{version}+vllm", res, a)
                     rows.append(r_v)
                     if "error" in res:
                         notes.append(f"TRL {version} GRPO with vLLM (colocate) does not run here: {res['error']}")
-                    else:
+                    elif "error" not in ours:
                         ratios[f"grpo@{model}: rlcustom/trl-{version}+vllm (samples/s)"] = (
                             r_ours["samples_per_s"] / r_v["samples_per_s"])
                 print(f"{algo}@{model}: " + ", ".join(
