@@ -3,8 +3,9 @@
 A comparison benchmark is a module ``benchmarks/NAME.py`` with a top-level ``main(argv)``, except:
 
 * ``common`` and names starting with ``_`` (shared helpers);
-* experiment scripts, named ``*_135m`` (``vas_135m.py``, ``l3m_135m.py``, ...; shell scripts are never
-  modules), which train and evaluate for a long time rather than compare two sides;
+* experiment scripts and their helpers, whose names contain ``_135m`` (``vas_135m.py``, ``l3m_135m.py``,
+  ``qadapter_135m_table.py``, ...; shell scripts are never modules): they train and evaluate for a long
+  time, or collect such runs, rather than compare two sides;
 * a module that sets ``IN_BENCH_ALL = False`` at top level (runnable by name only).
 
 Each benchmark runs in its own process (``rlcustom bench NAME`` at its default settings), so a crash,
@@ -48,7 +49,7 @@ def benchmark_names(bench_dir: Path) -> list[str]:
 
 
 def is_experiment(name: str) -> bool:
-    return name.endswith("_135m")
+    return "_135m" in name
 
 
 def _opts_in(source: str) -> bool:
