@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlcustom.config import DecoderConfig
-from rlcustom.decoding.vas import ValueCache, _to_device, vas_decoder
+from rlcustom.decoding.vas import ValueCache, VASStep, _load_values, _to_device, vas_decoder
 from rlcustom.engines.base import SamplingParams
 from rlcustom.engines.hf import HFEngine, left_pad
 from rlcustom.models.heads import ValueModel
@@ -61,18 +61,25 @@ def test_int8_tree_cache_tracks_full_float32_forwards(value_fp32):
     assert torch.equal(got.argmax(1), ref.argmax(1))  # the child VAS favours most is the same
 
 
-def test_vas_decoder_int8_generates_and_tracks_float32(value_fp32):
+def test_vas_step_distribution_int8_close_to_float32(value_fp32):
     model, tok = tiny_llama(0, initializer_range=0.2)
-    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-               for q in ("Hi there", "Name a colour", "Count to three")]
-    greedy = SamplingParams(max_new_tokens=6, temperature=0.0, stop_on_eos=False)
-    eng = HFEngine(model, tok)
-    base = eng.generate(prompts, greedy).response_ids
-    fp = eng.generate(prompts, greedy, decoder=vas_decoder(value_fp32, 2.0, k=10)).response_ids
-    q8 = eng.generate(prompts, greedy, decoder=vas_decoder(value_fp32, 2.0, k=10, dtype="int8")).response_ids
-    assert fp != base  # the value model steers (so agreement below means something)
-    same = sum(a == b for r1, r2 in zip(fp, q8) for a, b in zip(r1, r2))
-    assert same >= 0.8 * sum(len(r) for r in fp), (fp, q8)
+    ids, attn = _ids()
+    with torch.no_grad():
+        base = torch.log_softmax(model(input_ids=ids, attention_mask=attn,
+                                       position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits[:, -1], -1)
+        steps = {d: VASStep(model, _load_values(value_fp32, d), [2.0], k=10) for d in (None, "int8")}
+        lp = {d: torch.log_softmax(s.start(ids, attn), -1) for d, s in steps.items()}
+
+    def kl(p, q):  # KL(p || q) per row, from log-probs
+        return (p.exp() * (p - q)).sum(-1)
+    steer = kl(lp[None], base)      # how far the float32 value model moves pi_0
+    noise = kl(lp[None], lp["int8"])  # how far int8 moves that
+    assert steer.min() > 0.05  # the value model does steer (the comparison is not vacuous)
+    assert (noise < 0.1 * steer).all(), (noise, steer)
+    out = HFEngine(model, tok).generate([tok.decode(r) for r in ids.tolist()],
+                                        SamplingParams(max_new_tokens=4, temperature=0.0, stop_on_eos=False),
+                                        decoder=vas_decoder(value_fp32, 2.0, k=10, dtype="int8"))
+    assert [len(r) for r in out.response_ids] == [4, 4, 4]  # the engine path runs with an int8 value model
 
 
 def test_int8_refused_off_cpu_and_for_other_decoders(value_fp32):
