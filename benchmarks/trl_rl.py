@@ -70,10 +70,14 @@ def trl_dir(version: str) -> Path:
 
 def run_worker(module: str, version: str, spec: dict, threads: int, timeout_s: float = 1800) -> dict:
     """Run ``python -m benchmarks.<module> --worker spec.json`` with TRL ``version`` importable; its result JSON."""
+    try:
+        trl_path = trl_dir(version)
+    except SystemExit as e:  # recorded as this side's error: `rlcustom bench all` goes on
+        return {"error": str(e), "tail": []}
     with tempfile.TemporaryDirectory(prefix="trl_worker_") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps({**spec, "out": str(out_path), "tmp": tmp}))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(trl_dir(version)), str(ROOT)]),
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(trl_path), str(ROOT)]),
                    OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
                    WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                    TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")

@@ -92,3 +92,9 @@ def test_pairs_are_cut_once_to_the_token_limits(tmp_path, tiny_dir):
         assert len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) <= 24 + 2  # re-encoding may merge/split
         for k in ("chosen", "rejected"):
             assert len(tok(r[k], add_special_tokens=False)["input_ids"]) <= 15 + 2  # + EOS = 16
+
+
+def test_a_missing_trl_is_that_sides_error_not_the_end_of_bench_all(tmp_path, monkeypatch):
+    monkeypatch.setattr(trl_rl, "ROOT", tmp_path)
+    res = trl_rl.run_worker("trl_rl", "9.9.9", {}, threads=1)
+    assert "make bench-deps" in res["error"]
