@@ -8,6 +8,9 @@ A comparison benchmark is a module ``benchmarks/NAME.py`` with a top-level ``mai
   time, or collect such runs, rather than compare two sides;
 * a module that sets ``IN_BENCH_ALL = False`` at top level (runnable by name only).
 
+A module may set ``BENCH_ALL_ARGS = ["--quick"]`` (a literal list of strings): the arguments ``bench all``
+passes to it (default: none, i.e. its default settings), to keep the whole run short.
+
 Each benchmark runs in its own process (``rlcustom bench NAME`` at its default settings), so a crash,
 a Ray session or memory of one does not reach the next. A benchmark whose optional dependency is
 missing (an ``ImportError`` of a package outside rlcustom/benchmarks) or that raises
@@ -61,6 +64,17 @@ def _opts_in(source: str) -> bool:
             if isinstance(n.value, ast.Constant) and n.value.value is False:
                 return False
     return has_main
+
+
+def bench_all_args(source: str) -> list[str]:
+    """The module's literal ``BENCH_ALL_ARGS`` list, or []."""
+    for n in ast.parse(source).body:
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "BENCH_ALL_ARGS" for t in n.targets):
+            value = ast.literal_eval(n.value)
+            if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+                raise ValueError(f"BENCH_ALL_ARGS must be a list of strings, got {value!r}")
+            return list(value)
+    return []
 
 
 def comparison_benchmarks(bench_dir: Path) -> list[str]:
@@ -152,7 +166,8 @@ def run_all(root: Path, *, timeout_each_s: float | None = 900.0, only: list[str]
     rows = []
     for name in names:
         print(f"\n######## {name}", flush=True)
-        rows.append(run_one(name, root, results, timeout_each_s))
+        rows.append(run_one(name, root, results, timeout_each_s,
+                            bench_all_args((bench_dir / f"{name}.py").read_text())))
         print(f"######## {name}: {rows[-1].status} ({rows[-1].seconds:.0f} s)", flush=True)
     total = time.perf_counter() - t0
     print("\n" + summary_table(rows, root))

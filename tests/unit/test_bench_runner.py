@@ -7,6 +7,7 @@ import pytest
 from rlcustom import bench_runner as br
 
 OK = '''import json, pathlib
+BENCH_ALL_ARGS = ["--short"]
 def main(argv):
     d = pathlib.Path(__file__).parent / "results"
     d.mkdir(exist_ok=True)
@@ -48,6 +49,14 @@ def test_selection_leaves_out_helpers_experiments_opt_outs_and_non_benchmarks(tm
     # by name, everything but the shared helpers runs (the experiments too)
     assert br.benchmark_names(b) == ["helpers", "l3m_135m", "optin", "optout", "qadapter_135m_table", "quick",
                                      "trl_dpo", "vas_135m"]
+
+
+def test_bench_all_args_are_read_without_importing():
+    assert br.bench_all_args("import nothing_installed\nBENCH_ALL_ARGS = ['--quick', '--repeats', '2']\n") == \
+        ["--quick", "--repeats", "2"]
+    assert br.bench_all_args("def main(argv):\n    pass\n") == []
+    with pytest.raises(ValueError, match="list of strings"):
+        br.bench_all_args("BENCH_ALL_ARGS = ['--repeats', 2]\n")
 
 
 def test_the_checkouts_experiments_are_not_in_all():
@@ -99,7 +108,7 @@ def test_run_all_reports_each_benchmark_and_writes_the_summary(tmp_path, monkeyp
     ok = next(r for r in got["rows"] if r["benchmark"] == "a_ok")
     assert [p.rsplit("/", 1)[-1] for p in ok["json"]] == ["ok.json"]  # only what this benchmark wrote
     assert all(r["json"] == [] for r in got["rows"] if r["benchmark"] != "a_ok")
-    assert json.loads((tmp_path / "benchmarks" / "results" / "ok.json").read_text()) == {"argv": []}
+    assert json.loads((tmp_path / "benchmarks" / "results" / "ok.json").read_text()) == {"argv": ["--short"]}
     assert "ok table" in out  # the benchmark's own output is streamed through
     table = out[out.rindex("\nbenchmark "):].splitlines()[1:]  # header, then one line per benchmark
     assert table[0].split()[:2] == ["benchmark", "seconds"] and table[0].split()[2:] == ["json", "status"]
