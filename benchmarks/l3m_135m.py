@@ -45,13 +45,17 @@ RUN_KEYS = ("model", "lo", "hi", "seed", "steps", "lr", "warmup", "max_new_token
             "prompts_per_step", "task_batch_size", "max_completion_tokens", "max_prompt_tokens", "ema_smoothing",
             "mu_start", "mu_end", "multiplier_lr", "task_max_grad_norm", "constraint_max_grad_norm", "eval_rows",
             "eval_every")
-EVAL_KEYS = ("lo", "hi", "seed", "max_new_tokens", "temperature", "top_p", "max_prompt_tokens", "eval_prompts",
+# keys an SFT-only run ignores (it takes no constraint step), so one SFT-only run serves every interval
+CONSTRAINT_ONLY_KEYS = ("lo", "hi", "n", "prompts_per_step", "ema_smoothing", "mu_start", "mu_end", "multiplier_lr",
+                        "constraint_max_grad_norm")
+EVAL_KEYS = ("seed", "max_new_tokens", "temperature", "top_p", "max_prompt_tokens", "eval_prompts",
              "eval_samples", "ppl_pairs")
 
 
 def _parse(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.l3m_135m", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/l3m-135m", help="one output_dir per variant under it")
+    p.add_argument("--name", default="l3m_135m", help="results: benchmarks/results/NAME.json and the plot NAME.svg/png")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--phase", choices=["all", "train", "eval"], default="all")
     p.add_argument("--variants", default="l3m,mm,sft", help="trainings (and, for --phase eval, 'base')")
@@ -146,12 +150,24 @@ def train(a, variant: str) -> dict:
     env = os.environ | {"RAY_memory_monitor_refresh_ms": os.environ.get("RAY_memory_monitor_refresh_ms", "0")}
     t = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
-    meta = {"variant": variant, "train_s": time.perf_counter() - t, "settings": {k: getattr(a, k) for k in RUN_KEYS}}
+    meta = {"variant": variant, "train_s": time.perf_counter() - t, "settings": run_settings(a, variant)}
     (out / "train_meta.json").write_text(json.dumps(meta, indent=1))
     return meta
 
 
+def run_settings(a, variant: str) -> dict:
+    return {k: getattr(a, k) for k in RUN_KEYS if not (variant == "sft" and k in CONSTRAINT_ONLY_KEYS)}
+
+
 # --------------------------------------------------------------------------- evaluation
+
+
+def length_stats(lens: list[int], lo: float, hi: float) -> dict:
+    """Mean length and the shares of answers below, inside and above ``[lo, hi]``."""
+    n, m = len(lens), sum(lens) / len(lens)
+    sd = (sum((x - m) ** 2 for x in lens) / max(n - 1, 1)) ** 0.5
+    return {"mean_len": m, "mean_len_se": sd / n ** 0.5, "median_len": sorted(lens)[n // 2], "frac_in_range": sum(lo <= x <= hi for x in lens) / n,
+            "frac_below": sum(x < lo for x in lens) / n, "frac_above": sum(x > hi for x in lens) / n}
 
 
 def evaluate_model(a, path: str) -> dict:
@@ -179,15 +195,14 @@ def evaluate_model(a, path: str) -> dict:
     lens = [len(r) for r in ro.response_ids]
     gen_s = time.perf_counter() - t
     ppl = evaluate(cfg, policy=path, reference=None, metrics=("ppl",), pairs_limit=a.ppl_pairs)
-    return {"mean_len": sum(lens) / len(lens), "frac_in_range": sum(a.lo <= n <= a.hi for n in lens) / len(lens),
-            "frac_below": sum(n < a.lo for n in lens) / len(lens), "frac_above": sum(n > a.hi for n in lens) / len(lens),
-            "stop_rate": sum(f == "stop" for f in ro.finish_reasons) / len(lens), "task_ppl": ppl["metrics"]["ppl"],
+    return {"mean_len": sum(lens) / len(lens), "stop_rate": sum(f == "stop" for f in ro.finish_reasons) / len(lens), "task_ppl": ppl["metrics"]["ppl"],
             "answers": len(lens), "prompts": len(ps.ids), "lengths": lens, "gen_s": gen_s,
             "ppl_s": ppl["seconds"], "example": {"prompt": ps.raw[0], "answer": ro.texts[0]}}
 
 
 def cached_eval(a, variant: str) -> dict:
-    """:func:`evaluate_model` of ``base`` or ``OUT/<variant>/model``, cached per settings in ``OUT/<variant>``."""
+    """:func:`evaluate_model` of ``base`` or ``OUT/<variant>/model``, cached per settings in ``OUT/<variant>``
+    (the interval is not one of them: the shares in range are computed from the stored lengths)."""
     out = _out(a) / variant
     model = a.model if variant == "base" else str(out / "model")
     if variant != "base" and not Path(model).is_dir():
@@ -198,11 +213,12 @@ def cached_eval(a, variant: str) -> dict:
     if f.is_file():
         saved = json.loads(f.read_text())
         if saved.get("settings") == key and saved.get("model_mtime") == stamp:
-            return saved["result"]
+            return saved["result"] | length_stats(saved["result"]["lengths"], a.lo, a.hi)
     print(f"evaluating {variant} ({model})", flush=True)
     res = evaluate_model(a, model)
     out.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps({"settings": key, "model_mtime": stamp, "result": res}, indent=1))
+    res |= length_stats(res["lengths"], a.lo, a.hi)
     print(f"{variant}: mean length {res['mean_len']:.1f}, in range {res['frac_in_range']:.2f}, "
           f"task ppl {res['task_ppl']:.2f}", flush=True)
     return res
@@ -279,35 +295,44 @@ def main(argv=None) -> int:
     names = {"base": "base (no training)", "sft": "SFT-only", "l3m": "L3M", "mm": "MM"}
     traj, metas, rows = {}, {}, []
     for v, r in evals.items():
-        row = {"variant": names[v], "mean_len": r["mean_len"], "frac_in_range": r["frac_in_range"],
+        row = {"variant": names[v], "mean_len": r["mean_len"], "mean_len_se": r["mean_len_se"],
+               "median_len": r["median_len"], "frac_in_range": r["frac_in_range"],
                "frac_below": r["frac_below"], "frac_above": r["frac_above"], "stop_rate": r["stop_rate"],
                "task_ppl": r["task_ppl"]}
         if v != "base":
             metas[v] = json.loads((out / v / "train_meta.json").read_text())
-            if metas[v]["settings"] != {k: getattr(a, k) for k in RUN_KEYS}:
+            if metas[v]["settings"] != run_settings(a, v):
                 raise SystemExit(f"{out / v}: trained with other settings ({metas[v]['settings']}); --retrain")
             traj[v] = trajectory(out / v)
             t = traj[v]
             row["constraint_steps"] = sum(1 for x in t["task_step"] if x == 0.0)
+            lens = [(s, x) for s, x in zip(t["step"], t["response_len"]) if x is not None]
+            if lens:  # the rollout trajectory: first step whose batch mean was inside, share of steps inside after it
+                first = next((i for i, (_, x) in enumerate(lens) if a.lo <= x <= a.hi), None)
+                row["first_step_in_range"] = None if first is None else lens[first][0]
+                row["rollout_steps_in_range_after"] = (None if first is None else
+                                                       sum(a.lo <= x <= a.hi for _, x in lens[first:]) /
+                                                       len(lens[first:]))
             row["train_s"] = metas[v]["train_s"]
         rows.append(row)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot = write_plot(a, traj, RESULTS / "l3m_135m")
+    plot = write_plot(a, traj, RESULTS / a.name)
     ratios = {}
     if "sft" in evals:
         for v in ("l3m", "mm"):
             if v in evals:
                 ratios[f"task ppl {names[v]} / SFT-only"] = evals[v]["task_ppl"] / evals["sft"]["task_ppl"]
-    settings = {k: (v if not isinstance(v, Path) else str(v)) for k, v in vars(a).items()} | {
-        "plot": str(plot.relative_to(ROOT)), "trajectories": traj,
-        "lengths": {v: r["lengths"] for v, r in evals.items()},
-        "examples": {v: r["example"] for v, r in evals.items()}}
+    settings = dict(vars(a)) | {"plot": str(plot.relative_to(ROOT)) if plot.is_relative_to(ROOT) else str(plot)}
     notes = [f"{r['answers']} answers ({r['prompts']} held-out prompts x {a.eval_samples}) per model, "
              f"sampled at temperature {a.temperature}, top-p {a.top_p}, max {a.max_new_tokens} new tokens, one seed; "
              f"task ppl: chosen replies of {a.ppl_pairs} validation pairs" for r in list(evals.values())[:1]]
-    notes.append("trajectories (settings.trajectories): per trainer step; response_len, EMA of C_i and the "
+    notes.append("trajectories (key 'trajectories'): per trainer step; response_len, EMA of C_i and the "
                  "multipliers are logged on constraint steps (EMA/multipliers carried on task steps)")
-    report("l3m_135m", settings, rows, ratios, notes)
+    path = report(a.name, settings, rows, ratios, notes)
+    res = json.loads(path.read_text())  # the long parts go into the JSON only, not the printed table
+    res |= {"trajectories": traj, "lengths": {v: r["lengths"] for v, r in evals.items()},
+            "examples": {v: r["example"] for v, r in evals.items()}}
+    path.write_text(json.dumps(res, indent=2))
     return 0
 
 
