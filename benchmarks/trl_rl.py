@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vllm", default="auto", choices=["auto", "skip"], help="also try TRL GRPO with vLLM (tiny)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process/actor (default: OMP_NUM_THREADS or 2)")
     p.add_argument("--quick", action="store_true", help="tiny model only, 2 measured steps")
+    p.add_argument("--tag", default="", help="write results/trl_rl_<tag>.json (a variant run) instead of trl_rl.json")
     a = p.parse_args(argv)
     if a.worker:
         return worker(a.worker)
@@ -404,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
               f"total wall {time.perf_counter() - t_start:.0f} s"]
     from benchmarks.common import report
 
-    report("trl_rl", {"models": a.models, "algos": a.algos, "steps": a.steps, "warmup": a.warmup,
+    report("trl_rl" + (f"_{a.tag}" if a.tag else ""), {"models": a.models, "algos": a.algos, "steps": a.steps, "warmup": a.warmup,
                       "completions_per_step": a.completions, "new_tokens": a.new_tokens, "lr": a.lr, "seed": a.seed,
                       "rlcustom_dtype": a.dtype, "rlcustom_engine": a.engine, "threads": a.threads,
                       "lora": LORA, "trl_grpo": TRL_GRPO_VERSION, "trl_ppo": TRL_PPO_VERSION},
