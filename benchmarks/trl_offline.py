@@ -1,7 +1,7 @@
 """DPO and reward-model training: optimizer steps/s, rlcustom vs TRL's DPOTrainer / RewardTrainer (issue 11, q. 2).
 
     rlcustom bench trl_offline [--models tiny,smollm2-135m-instruct] [--algos dpo,reward] [--steps 3]
-                               [--warmup 1] [--pairs 8] [--prompt-tokens 64] [--completion-tokens 64]
+                               [--warmup 1] [--pairs 4] [--prompt-tokens 64] [--completion-tokens 64]
                                [--dtype bfloat16] [--quick]
 
 The same HH-RLHF pairs on both sides: chat-formatted prompts cut to their last ``prompt_tokens``
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--algos", default="dpo,reward")
     p.add_argument("--steps", type=int, default=3, help="measured optimizer steps per side (after --warmup)")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--pairs", type=int, default=8, help="preference pairs per optimizer step")
+    p.add_argument("--pairs", type=int, default=4, help="preference pairs per optimizer step (the README table: 8)")
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--completion-tokens", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-5)
