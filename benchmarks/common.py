@@ -35,17 +35,19 @@ def machine() -> dict:
     return info
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1) -> dict[str, list[float]]:
-    """Time each fn ``repeats`` times, alternating between them (so drift hits all sides alike)."""
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Time each fn ``repeats`` times, alternating between them (so drift hits all sides alike).
+    ``clock=time.process_time`` (one thread) counts this process's CPU time: robust to other load."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            t = time.perf_counter()
+            t = clock()
             f()
-            out[k].append(time.perf_counter() - t)
+            out[k].append(clock() - t)
     return out
 
 

@@ -29,6 +29,7 @@ import copy
 import dataclasses
 import math
 import os
+import time
 
 from benchmarks.common import interleaved, report, summarize
 
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--k", type=int, default=20, help="VAS children per step")
     p.add_argument("--best-of", default="2,4,8", help="N values for the best-of-N sides")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("--name", default="decoding", help="results file: benchmarks/results/NAME.json")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time, or this process's CPU time (with --threads 1: robust to other load)")
     p.add_argument("--cases", default=None, help="comma-separated subset of sides (plain is always run)")
     p.add_argument("--quick", action="store_true", help="batch 1 only, 16 new tokens, 2 repeats, best-of 4")
     a = p.parse_args(argv)
@@ -129,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
             if wanted is None or f"best_of_n_{n}" in wanted or "best_of_n" in wanted:
                 fns[f"best_of_n_{n}"] = side(plain, None, B, n)
         with torch.inference_mode():
-            times = interleaved(fns, repeats=a.repeats, warmup=a.warmup)
+            times = interleaved(fns, repeats=a.repeats, warmup=a.warmup,
+                                clock=time.process_time if a.clock == "cpu" else time.perf_counter)
         ref = summarize(times["plain"])["median_s"]
         # per-repeat ratios (each side against the plain run of the same round): a spread for the ratio
         for name, ts in times.items():
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                  % tuple(", ".join(f"{x:.1f}" for x in la) for la in (load_start, os.getloadavg())))
     if short:
         notes.append(f"prompts shorter than --prompt-tokens: {short}")
-    report("decoding", {"model": a.model, "batches": batches, "new_tokens": a.new_tokens,
+    report(a.name, {"model": a.model, "clock": a.clock, "batches": batches, "new_tokens": a.new_tokens,
                         "prompt_tokens": a.prompt_tokens, "repeats": a.repeats, "warmup": a.warmup, "k": a.k,
                         "best_of": best_of, "threads": torch.get_num_threads(),
                         "sampling": "temperature 1, seed 0, EOS ignored", "dtype": "float32",
