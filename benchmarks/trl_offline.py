@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
                         "pairs_per_step": a.pairs, "lr": a.lr, "seed": a.seed, "threads": a.threads}
                 try:
                     ours = row(model, algo, "rlcustom", rlcustom_run(algo, mdir, pairs, a, tmp), a)
-                except Exception as e:  # noqa: BLE001 - keep the other cases' numbers
+                except Exception as e:  # noqa: BLE001 - keep the other cases' numbers (a signal still stops the run)
+                    if type(e).__name__ == "Interrupted":
+                        raise
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
                     ours = {"model": model, "algo": algo, "side": "rlcustom", "error": f"{type(e).__name__}: {msg}"}
                     notes.append(f"rlcustom {algo} on {model} failed: {ours['error']}")

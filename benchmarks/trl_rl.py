@@ -364,7 +364,9 @@ def main(argv: list[str] | None = None) -> None:
                         "threads": a.threads}
                 try:
                     ours = rlcustom_run(algo, mdir, a, tmp)
-                except Exception as e:  # noqa: BLE001 - keep the other cases' numbers
+                except Exception as e:  # noqa: BLE001 - keep the other cases' numbers (a signal still stops the run)
+                    if type(e).__name__ == "Interrupted":
+                        raise
                     ours = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
                     notes.append(f"rlcustom {algo} on {model} failed: {ours['error']}")
                 theirs = run_worker("trl_rl", version, spec, a.threads)
