@@ -265,6 +265,7 @@ def rlcustom_run(algo: str, model_dir: str, a, tmp: Path) -> dict:
     prompts = tmp / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in QUESTIONS))
     t, n_steps = a.threads, a.warmup + a.steps
+    ts = a.score_threads or max(1, t // 2)
     common = [f"model.path={model_dir}", f"output_dir={out}", f"data.prompts={prompts}", "data.split=all",
               f"steps={n_steps}", "save_every=0", "resume=never", f"seed={a.seed}", f"engine={a.engine}",
               f"model.dtype={a.dtype}", f"model.lora.r={LORA['r']}", f"model.lora.alpha={LORA['alpha']}",
@@ -273,7 +274,7 @@ def rlcustom_run(algo: str, model_dir: str, a, tmp: Path) -> dict:
               "tracking.mode=offline", "roles.learner.zero_stage=0",
               f"roles.rollout.cpus=0.25", f"roles.rollout.num_threads={t}",
               f"roles.learner.cpus=0.25", f"roles.learner.num_threads={t}",
-              f"roles.reward.cpus=0.25", f"roles.reward.num_threads={max(1, t // 2)}"]
+              f"roles.reward.cpus=0.25", f"roles.reward.num_threads={ts}"]
     if algo == "grpo":
         ov = ["trainer=pg", "algo.advantage=grpo", "algo.prompts_per_step=1", f"sampling.n={a.completions}",
               "reward.spec=target_length", "reward.kwargs.target=20"]
@@ -286,8 +287,8 @@ def rlcustom_run(algo: str, model_dir: str, a, tmp: Path) -> dict:
         ov = ["trainer=ppo", "algo.advantage=gae", f"algo.prompts_per_step={a.completions}", "sampling.n=1",
               "algo.ppo_epochs=1", "algo.kl_coef=0.05", "algo.recompute_logprobs=false", "reward.spec=model",
               f"reward.model_path={rm_dir}", f"reward.kwargs.dtype={a.dtype}",
-              f"roles.reference.cpus=0.25", f"roles.reference.num_threads={max(1, t // 2)}",
-              f"roles.critic.cpus=0.25", f"roles.critic.num_threads={max(1, t // 2)}"]
+              f"roles.reference.cpus=0.25", f"roles.reference.num_threads={ts}",
+              f"roles.critic.cpus=0.25", f"roles.critic.num_threads={ts}"]
     cfg = load_config(None, common + ov)
     base = TRAINERS.get(cfg.trainer)
 
@@ -338,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rlcustom's generation engine")
     p.add_argument("--vllm", default="auto", choices=["auto", "skip"], help="also try TRL GRPO with vLLM (tiny)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process/actor (default: OMP_NUM_THREADS or 2)")
+    p.add_argument("--score-threads", type=int, default=None,
+                   help="threads of rlcustom's reward/reference/critic actors (default: threads // 2; they run at once)")
     p.add_argument("--quick", action="store_true", help="tiny model only, 2 measured steps")
     p.add_argument("--tag", default="", help="write results/trl_rl_<tag>.json (a variant run) instead of trl_rl.json")
     a = p.parse_args(argv)
@@ -410,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     report("trl_rl" + (f"_{a.tag}" if a.tag else ""), {"models": a.models, "algos": a.algos, "steps": a.steps, "warmup": a.warmup,
                       "completions_per_step": a.completions, "new_tokens": a.new_tokens, "lr": a.lr, "seed": a.seed,
                       "rlcustom_dtype": a.dtype, "rlcustom_engine": a.engine, "threads": a.threads,
+                      "score_threads": a.score_threads or max(1, a.threads // 2),
                       "lora": LORA, "trl_grpo": TRL_GRPO_VERSION, "trl_ppo": TRL_PPO_VERSION},
            rows, ratios, notes)
 
