@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="rlcustom's model.dtype")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS or 2)")
     p.add_argument("--quick", action="store_true", help="tiny model only, 2 measured steps")
-    p.add_argument("--tag", default="", help="write results/trl_offline_<tag>.json (a variant run) instead of trl_offline.json")
+    p.add_argument("--tag", default="",
+                   help="write results/trl_offline_<tag>.json (a variant run) instead of trl_offline.json")
     a = p.parse_args(argv)
     if a.worker:
         return worker(a.worker)
@@ -218,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
               f"total wall {time.perf_counter() - t_start:.0f} s"]
     from benchmarks.common import report
 
-    report("trl_offline" + (f"_{a.tag}" if a.tag else ""), {"models": a.models, "algos": a.algos, "steps": a.steps, "warmup": a.warmup,
+    report("trl_offline" + (f"_{a.tag}" if a.tag else ""), {
+                           "models": a.models, "algos": a.algos, "steps": a.steps, "warmup": a.warmup,
                            "pairs_per_step": a.pairs, "prompt_tokens": a.prompt_tokens,
                            "completion_tokens": a.completion_tokens, "lr": a.lr, "seed": a.seed,
                            "rlcustom_dtype": a.dtype, "threads": a.threads, "dpo_lora": LORA,

@@ -338,9 +338,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="rlcustom's model.dtype")
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rlcustom's generation engine")
     p.add_argument("--vllm", default="auto", choices=["auto", "skip"], help="also try TRL GRPO with vLLM (tiny)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process/actor (default: OMP_NUM_THREADS or 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process/actor (default: OMP_NUM_THREADS or 2)")
     p.add_argument("--score-threads", type=int, default=None,
-                   help="threads of rlcustom's reward/reference/critic actors (default: threads // 2; they run at once)")
+                   help="threads of rlcustom's reward/reference/critic actors (default: threads // 2)")
     p.add_argument("--quick", action="store_true", help="tiny model only, 2 measured steps")
     p.add_argument("--tag", default="", help="write results/trl_rl_<tag>.json (a variant run) instead of trl_rl.json")
     a = p.parse_args(argv)
@@ -410,7 +411,8 @@ def main(argv: list[str] | None = None) -> None:
               f"total wall {time.perf_counter() - t_start:.0f} s"]
     from benchmarks.common import report
 
-    report("trl_rl" + (f"_{a.tag}" if a.tag else ""), {"models": a.models, "algos": a.algos, "steps": a.steps, "warmup": a.warmup,
+    report("trl_rl" + (f"_{a.tag}" if a.tag else ""), {
+                      "models": a.models, "algos": a.algos, "steps": a.steps, "warmup": a.warmup,
                       "completions_per_step": a.completions, "new_tokens": a.new_tokens, "lr": a.lr, "seed": a.seed,
                       "rlcustom_dtype": a.dtype, "rlcustom_engine": a.engine, "threads": a.threads,
                       "score_threads": a.score_threads or max(1, a.threads // 2),
