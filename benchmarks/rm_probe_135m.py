@@ -57,7 +57,7 @@ def cached_features(backbone, seqs: list[tuple[list[int], int]], pad: int, layer
         if not f.is_file():
             torch.save({k: v.half() for k, v in features(backbone, seqs[s : s + chunk], pad, layers).items()}, f)
             print(f"  {min(s + chunk, len(seqs))}/{len(seqs)} texts", flush=True)
-        parts.append(torch.load(f))
+        parts.append(torch.load(f, weights_only=True))
     return {key: torch.cat([p[key] for p in parts]).float() for key in ("last", "mean")}
 
 

@@ -158,14 +158,29 @@ def progress(iterable=None, **kw):
     return tqdm(iterable, **kw)
 
 
-def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
+def read_offline_run(run_dir: str | Path, wait_s: float = 10.0) -> dict[str, Any]:
     """Read back an offline W&B run directory: history rows, config, table files, and the exit code
-    recorded by ``finish()`` (None if the run was never finished)."""
+    recorded by ``finish()`` (None if the run was never finished).
+
+    wandb-core writes the log from its own process: right after ``finish()`` returns, the tail
+    of the file (history rows and the exit record) can still be in its buffers (seen on a loaded
+    machine). The exit record is written last, so the reader waits up to ``wait_s`` seconds for it;
+    a run that never finished (killed) is read as it is after that."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = _read_offline_run_once(Path(run_dir))
+        if out["exit_code"] is not None or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.1)
+
+
+def _read_offline_run_once(run_dir: Path) -> dict[str, Any]:
     import json
 
     from wandb.proto import wandb_internal_pb2
 
-    run_dir = Path(run_dir)
     (path,) = run_dir.glob("run-*.wandb")
     history, config, exit_code = [], {}, None
     for data in _leveldb_log_records(path.read_bytes()):
