@@ -86,6 +86,8 @@ def _parse(argv):
     p.add_argument("--eval-samples", type=int, default=2, help="answers per held-out prompt")
     p.add_argument("--ppl-pairs", type=int, default=64, help="held-out SFT rows for the task perplexity")
     p.add_argument("--threads", type=int, default=1, help="torch threads per role / in the evaluation")
+    p.add_argument("--cached-evals-only", action="store_true",
+                   help="report: no new evaluation; a model without a cached one gets a row without held-out numbers")
     a = p.parse_args(argv)
     a.variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     bad = [v for v in a.variants if v not in (*VARIANTS, "base")]
@@ -200,7 +202,7 @@ def evaluate_model(a, path: str) -> dict:
             "ppl_s": ppl["seconds"], "example": {"prompt": ps.raw[0], "answer": ro.texts[0]}}
 
 
-def cached_eval(a, variant: str) -> dict:
+def cached_eval(a, variant: str, compute: bool = True) -> dict | None:
     """:func:`evaluate_model` of ``base`` or ``OUT/<variant>/model``, cached per settings in ``OUT/<variant>``
     (the interval is not one of them: the shares in range are computed from the stored lengths)."""
     out = _out(a) / variant
@@ -214,6 +216,8 @@ def cached_eval(a, variant: str) -> dict:
         saved = json.loads(f.read_text())
         if saved.get("settings") == key and saved.get("model_mtime") == stamp:
             return saved["result"] | length_stats(saved["result"]["lengths"], a.lo, a.hi)
+    if not compute:
+        return None
     print(f"evaluating {variant} ({model})", flush=True)
     res = evaluate_model(a, model)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,7 +290,10 @@ def main(argv=None) -> int:
                 print(f"{v}: {out / v / 'model'} exists, not retrained (--retrain to redo)", flush=True)
     if a.phase == "train":
         return 0
-    evals = {v: cached_eval(a, v) for v in (["base"] + trained if a.phase == "all" else a.variants)}
+    evals = {v: cached_eval(a, v, compute=not a.cached_evals_only)
+             for v in (["base"] + trained if a.phase == "all" else a.variants)}
+    missing = [v for v, r in evals.items() if r is None]
+    evals = {v: r for v, r in evals.items() if r is not None}
     if a.phase == "eval":
         return 0
 
@@ -294,11 +301,10 @@ def main(argv=None) -> int:
 
     names = {"base": "base (no training)", "sft": "SFT-only", "l3m": "L3M", "mm": "MM"}
     traj, metas, rows = {}, {}, []
-    for v, r in evals.items():
-        row = {"variant": names[v], "mean_len": r["mean_len"], "mean_len_se": r["mean_len_se"],
-               "median_len": r["median_len"], "frac_in_range": r["frac_in_range"],
-               "frac_below": r["frac_below"], "frac_above": r["frac_above"], "stop_rate": r["stop_rate"],
-               "task_ppl": r["task_ppl"]}
+    for v in ["base"] + trained if a.phase == "all" else a.variants:
+        r = evals.get(v, {})
+        row = {"variant": names[v]} | {k: r.get(k) for k in ("mean_len", "mean_len_se", "median_len", "frac_in_range",
+                                                               "frac_below", "frac_above", "stop_rate", "task_ppl")}
         if v != "base":
             metas[v] = json.loads((out / v / "train_meta.json").read_text())
             if metas[v]["settings"] != run_settings(a, v):
@@ -313,6 +319,9 @@ def main(argv=None) -> int:
                 row["rollout_steps_in_range_after"] = (None if first is None else
                                                        sum(a.lo <= x <= a.hi for _, x in lens[first:]) /
                                                        len(lens[first:]))
+                row["rollout_len_last3"] = sum(x for _, x in lens[-3:]) / len(lens[-3:])
+            ppl = [x for x in t["train_task_ppl"] if x is not None]
+            row["trainer_task_ppl_last"] = ppl[-1] if ppl else None  # eval/task_ppl: fixed *training* rows
             row["train_s"] = metas[v]["train_s"]
         rows.append(row)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -326,6 +335,8 @@ def main(argv=None) -> int:
     notes = [f"{r['answers']} answers ({r['prompts']} held-out prompts x {a.eval_samples}) per model, "
              f"sampled at temperature {a.temperature}, top-p {a.top_p}, max {a.max_new_tokens} new tokens, one seed; "
              f"task ppl: chosen replies of {a.ppl_pairs} validation pairs" for r in list(evals.values())[:1]]
+    if missing:
+        notes.append(f"no held-out evaluation (not run: --cached-evals-only) for {', '.join(names[v] for v in missing)}")
     notes.append("trajectories (key 'trajectories'): per trainer step; response_len, EMA of C_i and the "
                  "multipliers are logged on constraint steps (EMA/multipliers carried on task steps)")
     path = report(a.name, settings, rows, ratios, notes)
