@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.trl_rl import LORA, TRL_GRPO_VERSION, median, prep_models, run_worker, spread_pct, step_callback
+from benchmarks.trl_rl import (LORA, TRL_GRPO_VERSION, median, prep_models, prepare_run, run_worker, spread_pct,
+                                step_callback)
 
 TRL_VERSION = TRL_GRPO_VERSION  # newest TRL that runs with our transformers
 
@@ -171,12 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.worker:
         return worker(a.worker)
-    if a.quick:
-        a.models, a.steps = "tiny", 2
-    a.threads = a.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 2
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    load_start = os.getloadavg()
+    load_start = prepare_run(a)
     import ray
 
     rows, ratios, notes = [], {}, []

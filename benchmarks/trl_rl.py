@@ -324,6 +324,17 @@ def side_row(model: str, algo: str, side: str, res: dict, a) -> dict:
     return row
 
 
+def prepare_run(a: argparse.Namespace) -> tuple[float, float, float]:
+    """Shared set-up of the TRL comparisons: --quick, the thread count, offline W&B; returns the load
+    average at the start (reported in the notes)."""
+    if a.quick:
+        a.models, a.steps = "tiny", 2
+    a.threads = a.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 2
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return os.getloadavg()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="rlcustom bench trl_rl")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -347,12 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.worker:
         return worker(a.worker)
-    if a.quick:
-        a.models, a.steps = "tiny", 2
-    a.threads = a.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 2
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    load_start = os.getloadavg()
+    load_start = prepare_run(a)
     import ray
 
     rows, ratios, notes = [], {}, []
