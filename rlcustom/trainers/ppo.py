@@ -27,7 +27,10 @@ class PPOConfig:
     gamma: float = field(default=1.0, metadata=unit_interval)
     lam: float = field(default=0.95, metadata=unit_interval)  # GAE lambda
     advantage: str = "gae"  # gae (critic) | grpo | rloo | reinforce | any registered estimator
-    whiten_advantages: bool = True
+    # Normalise advantages over the batch. None = on for GAE, off for group estimators (grpo/rloo/reinforce):
+    # re-centring group baselines over the batch gives a group whose answers all scored the same non-zero
+    # advantages (a length-biased gradient from prompts with no signal); no peer whitens them by default.
+    whiten_advantages: bool | None = None
     kl_coef: float = field(default=0.05, metadata=non_negative)  # initial KL coefficient beta
     kl_target: float | None = None  # set for the adaptive controller (Ziegler et al. 2019)
     kl_horizon: int = field(default=10000, metadata=positive)
@@ -72,7 +75,7 @@ class PPOTrainer(Trainer):
         import rlcustom.algos.advantages  # noqa: F401  (registers the estimators)
         from rlcustom.algos.advantages import whiten_advantages
         from rlcustom.algos.kl import get_kl_estimator, kl_penalty_rewards
-        from rlcustom.algos.masked import masked_mean
+        from rlcustom.algos.masked import masked_mean, masked_sum
         from rlcustom.registry import ADV_ESTIMATORS
 
         a, critic = self.cfg.algo, "critic" in self.groups
@@ -94,10 +97,13 @@ class PPOTrainer(Trainer):
         kl_tok = get_kl_estimator(a.kl_estimator)(old_lp, ref_lp) * mask
         beta = self.kl_ctl.value if a.kl_mode == "reward" else 0.0
         token_rewards = kl_penalty_rewards(scores, old_lp, ref_lp, mask, beta, estimator=a.kl_estimator)
+        # Sequence estimators see the KL-shaped return sum_t r_t = score - beta * KL (TRL's RLOO, verl's
+        # KL-in-reward): passing the raw scores would drop the penalty.
+        shaped = masked_sum(token_rewards, mask, dim=-1)
         adv, ret = ADV_ESTIMATORS.get(a.advantage)(
-            token_rewards=token_rewards, values=values, mask=mask, scores=scores,
+            token_rewards=token_rewards, values=values, mask=mask, scores=shaped,
             group_ids=torch.tensor(ro.prompt_index), gamma=a.gamma, lam=a.lam)
-        if a.whiten_advantages:
+        if a.whiten_advantages if a.whiten_advantages is not None else a.advantage == "gae":
             adv = whiten_advantages(adv, mask)
         batch |= {"logprobs": old_lp, "advantages": adv, "ref_logprobs": ref_lp}
         with self.timer("train"), self.device_for_training():

@@ -77,3 +77,24 @@ def test_reward_trainer_backbone_layers(tiny_dir, tmp_path):
     run_trainer(cfg)
     rm = RewardModel.load(tmp_path / "model")
     assert rm.backbone.config.num_hidden_layers == 1
+
+
+def test_kl_penalty_reaches_group_advantages(stopping_tiny_dir, prompts_file, tmp_path):
+    # kl_mode=reward with a group estimator: the KL-shaped return must drive the update, so two seeded runs
+    # that differ only in kl_coef take different steps (before the fix the estimator used the raw scores
+    # and both runs were identical).
+    def run(kl_coef, out):
+        cfg = load_config(None, [
+            "trainer=ppo", f"model.path={stopping_tiny_dir}", f"output_dir={out}", f"data.prompts={prompts_file}",
+            "data.split=all", "steps=3", "seed=0", "engine=hf", "sampling.max_new_tokens=8", "sampling.n=4",
+            "algo.prompts_per_step=2", "algo.advantage=rloo", "algo.kl_mode=reward", f"algo.kl_coef={kl_coef}",
+            "algo.recompute_logprobs=true", "optim.lr=1e-2", "optim.micro_batch_size=8",
+            "reward.spec=length_tokens", "roles.learner.zero_stage=0", "roles.learner.cpus=0.5",
+            "roles.rollout.cpus=0.5", "roles.reward.cpus=0.5", "roles.reference.cpus=0.5", "tracking.mode=offline"])
+        return run_trainer(cfg)["history"]
+
+    a, b = run(0.0, tmp_path / "a"), run(2.0, tmp_path / "b")
+    assert a[0]["reward/mean"] == b[0]["reward/mean"]  # same seed, same first rollout
+    assert a[1]["kl/seq_mean"] > 0  # the policy has left the reference after step 1
+    # at step 2 the KL term is non-zero, so the two runs' step-2 updates differ, seen in step 3's samples
+    assert a[2]["kl/seq_mean"] != pytest.approx(b[2]["kl/seq_mean"], rel=1e-4, abs=1e-7), (a[2], b[2])
