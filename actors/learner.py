@@ -696,7 +696,7 @@ class LearnerActor(ActorBase):
 
     def sync_meta(self, adapter_only: bool = False) -> list:
         """Weight-sync metadata without touching the weights (rank 0 alone may call it under ZeRO-3)."""
-        from rlcustom.scheduler.weight_sync import TensorMeta
+        from rlcustom.runtime.weight_sync import TensorMeta
 
         return [TensorMeta(n, s, d) for n, s, d in self.weight_meta(adapter_only)]
 

@@ -12,7 +12,7 @@
   causal LM ``model_path``, ``(1/|y|) sum_t log p(y_t | x, y_<t)`` -- the reward
   L3M uses for its preference reward models (App. A.1, "set the reward to be its
   length-normalized log-likelihood"; length normalisation as in its Sec. 5);
-* ``"http"``: an endpoint at ``url`` (:class:`rlcustom.rewards_http.HTTPRewardClient`;
+* ``"http"``: an endpoint at ``url`` (:class:`rlcustom.rewards.http.HTTPRewardClient`;
   ``http_opts``: ``timeout_s``, ``max_retries``, ``backoff_s``, ``max_backoff_s``,
   ``jitter``, ``max_batch``, ``max_in_flight``, ``api_key_env``, ``headers``).
 
@@ -69,7 +69,7 @@ class RewardActor(ActorBase):
             self.kind = "http"
             if not url:
                 raise ValueError("reward 'http': needs url (reward.url)")
-            from rlcustom.rewards_http import HTTPRewardClient
+            from rlcustom.rewards.http import HTTPRewardClient
 
             self.client = HTTPRewardClient(url, seed=seed, **{k: v for k, v in http_opts.items() if v is not None})
         elif spec in MODEL_KINDS:

@@ -16,7 +16,7 @@ Every trained model and the base model are then evaluated alike: ``--eval-sample
 each of ``--eval-prompts`` held-out prompts (validation split, sampling as in training: temperature,
 top-p, ``max_new_tokens``, a fixed seed), reporting mean length, the fraction of answers with
 ``lo <= |y| <= hi`` and the stop rate; and the task perplexity of held-out SFT rows (the chosen
-replies of ``--ppl-pairs`` validation pairs, :func:`rlcustom.evaluation.evaluate` with
+replies of ``--ppl-pairs`` validation pairs, :func:`rlcustom.eval.metrics.evaluate` with
 ``metrics=("ppl",)``, as ``rlcustom eval --metrics ppl``). The per-step metrics of each run (its
 offline W&B log) give the constraint trajectories: mean rollout length per constraint step, the EMA
 of ``C_i``, the multipliers (L3M: implied, Sec. 5.2; MM: learned), ``mu`` and the trainer's task
@@ -182,7 +182,7 @@ def evaluate_model(a, path: str) -> dict:
     from rlcustom.data.prompting import build_prompts
     from rlcustom.engines.base import SamplingParams
     from rlcustom.engines.hf import HFEngine
-    from rlcustom.evaluation import evaluate
+    from rlcustom.eval.metrics import evaluate
     from rlcustom.models.loading import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(a.threads)
@@ -256,7 +256,7 @@ def trajectory(run_dir: Path, names=("length.lo", "length.hi")) -> dict[str, lis
 
 
 def write_plot(a, traj: dict[str, dict], stem: Path) -> Path:
-    from rlcustom.lineplot import Panel, write_panels
+    from rlcustom.eval.plot import Panel, write_panels
 
     def pts(v, key, only_constraint=False):
         t = traj[v]

@@ -60,7 +60,7 @@ class LocalActor:
 
 def local_trainer(cls, cfg):
     """A subclass of trainer ``cls`` whose roles are plain objects in this process (no Ray)."""
-    from rlcustom.scheduler.runtime import RoleGroup
+    from rlcustom.runtime.runtime import RoleGroup
 
     class LocalGroup(RoleGroup):
         def get(self, refs, what=None):

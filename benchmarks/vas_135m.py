@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     from rlcustom.decoding.vas import vas_decoder
     from rlcustom.engines.base import SamplingParams
     from rlcustom.engines.hf import HFEngine
-    from rlcustom.evaluation import _seq_logprobs
+    from rlcustom.eval.metrics import _seq_logprobs
     from rlcustom.models.heads import ValueModel
     from rlcustom.models.loading import load_causal_lm, load_tokenizer
     from rlcustom.rewards import apply_reward

@@ -278,8 +278,8 @@ def _eval_configure(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_dera(args: argparse.Namespace) -> int:
-    """``rlcustom eval dera CONFIG ...``: the DeRa lambda sweep (rlcustom/eval_dera.py)."""
-    from rlcustom.eval_dera import parse_lams, rescore, run
+    """``rlcustom eval dera CONFIG ...``: the DeRa lambda sweep (rlcustom/eval/dera.py)."""
+    from rlcustom.eval.dera import parse_lams, rescore, run
 
     if args.rescore:
         cfg = _load(args)
@@ -303,8 +303,8 @@ def _eval_dera(args: argparse.Namespace) -> int:
 
 
 def _eval_qadapter(args: argparse.Namespace) -> int:
-    """``rlcustom eval qadapter CONFIG ...``: one row of the Q-Adapter comparison (rlcustom/eval_qadapter_run.py)."""
-    from rlcustom.eval_qadapter_run import run
+    """``rlcustom eval qadapter CONFIG ...``: one row of the Q-Adapter comparison (rlcustom/eval/qadapter_run.py)."""
+    from rlcustom.eval.qadapter_run import run
 
     if args.aligned or args.interp:
         raise RLCustomError("--aligned/--interp belong to `rlcustom eval dera CONFIG ...`")
@@ -320,7 +320,7 @@ def _eval_qadapter(args: argparse.Namespace) -> int:
 @command("eval", "reward, KL to a reference, preference accuracy, perplexity of a model; JSON out",
          configure=_eval_configure)
 def eval_(args: argparse.Namespace) -> int:
-    from rlcustom.evaluation import METRICS, evaluate, write
+    from rlcustom.eval.metrics import METRICS, evaluate, write
 
     if args.config == "dera" and not Path("dera").is_file():  # `rlcustom eval dera CONFIG ...`
         args.config = args.overrides.pop(0) if args.overrides else None
@@ -388,7 +388,7 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import rlcustom.cli_cluster  # noqa: F401  (registers submit, jobs)
+    import rlcustom.cluster.commands  # noqa: F401  (registers submit, jobs)
 
     parser = argparse.ArgumentParser(prog="rlcustom", description="Distributed RL for language models on Ray.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -30,7 +30,7 @@ from rlcustom.config import RoleConfig, to_dict
 from rlcustom.errors import CheckpointError, NonFiniteError, RLCustomError
 from rlcustom.rewards import NonFiniteRewardError
 from rlcustom.registry import TRAINERS
-from rlcustom.scheduler.runtime import RoleGroup, Timer, free_port, init_ray, make_group
+from rlcustom.runtime.runtime import RoleGroup, Timer, free_port, init_ray, make_group
 from rlcustom.trainers.checkpoint import CheckpointManager
 
 
@@ -92,7 +92,7 @@ class Trainer:
         return self.cfg.roles.get(role) or RoleConfig()
 
     def place(self) -> None:
-        from rlcustom.scheduler.placement import place_roles
+        from rlcustom.runtime.placement import place_roles
 
         init_ray(self.cfg.cluster)
         roles = {r: self.role_cfg(r) for r in self.roles_used}
@@ -144,7 +144,7 @@ class Trainer:
         from ray.exceptions import ActorUnavailableError, RayActorError
 
         from rlcustom.engines.base import Rollouts
-        from rlcustom.scheduler.runtime import shard_rows
+        from rlcustom.runtime.runtime import shard_rows
 
         rg = self.groups[rollout]
         for attempt in range(attempts):
@@ -178,7 +178,7 @@ class Trainer:
 
     def learner_train(self, batch: dict, loss: str, learner: str = "learner", **kw) -> dict[str, float]:
         """Rows split across learner ranks (data parallel); stats averaged over ranks."""
-        from rlcustom.scheduler.runtime import shard_batch
+        from rlcustom.runtime.runtime import shard_batch
 
         lg = self.groups[learner]
         self._trained_this_step = True
@@ -190,7 +190,7 @@ class Trainer:
     def scatter(self, role: str, method: str, payload, *args, **kwargs) -> list:
         """Split rows of ``payload`` (a batch dict or Rollouts) over the role's replicas; returns futures."""
         from rlcustom.engines.base import Rollouts
-        from rlcustom.scheduler.runtime import shard_batch, shard_rows
+        from rlcustom.runtime.runtime import shard_batch, shard_rows
 
         g = self.groups[role]
         if isinstance(payload, Rollouts):
@@ -463,7 +463,7 @@ class Trainer:
     def shutdown(self) -> None:
         import ray
 
-        from rlcustom.scheduler.placement import release
+        from rlcustom.runtime.placement import release
 
         for g in self.groups.values():
             for a in g.actors:

@@ -28,8 +28,8 @@ def build_rollout(trainer: "Trainer", role: str = "rollout", model=None):
 def build_learner(trainer: "Trainer", role: str = "learner", model=None, model_kind: str = "causal_lm",
                   num_layers: int | None = None):
     from rlcustom.actors.learner import LearnerActor
-    from rlcustom.scheduler.runtime import free_port
-    from rlcustom.scheduler.weight_sync import WeightSyncMixin
+    from rlcustom.runtime.runtime import free_port
+    from rlcustom.runtime.weight_sync import WeightSyncMixin
 
     cls = type("SyncedLearner", (LearnerActor, WeightSyncMixin), {})
     rc, cfg = trainer.role_cfg(role), trainer.cfg

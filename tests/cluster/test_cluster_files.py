@@ -178,7 +178,7 @@ def test_dockerfile_runs_a_real_rlcustom_command():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert argv[0] in scripts, f"{argv[0]} is not a console script of pyproject.toml"
     # and its subcommand is one the CLI has
-    import rlcustom.cli_cluster  # noqa: F401
+    import rlcustom.cluster.commands  # noqa: F401
     from rlcustom.cli import COMMANDS
 
     if len(argv) > 1 and not argv[1].startswith("-"):
@@ -231,7 +231,7 @@ def assert_no_secrets(obj, where: str) -> None:
 def test_runtime_env_example_is_valid_and_has_no_secrets():
     from ray.runtime_env import RuntimeEnv
 
-    from rlcustom.jobs import DEFAULT_EXCLUDES
+    from rlcustom.cluster.jobs import DEFAULT_EXCLUDES
 
     rt = load(CLUSTER / "runtime_env.yaml")
     assert set(rt) <= {"working_dir", "excludes", "env_vars", "pip", "py_modules", "config"}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from rlcustom import jobs as J
+from rlcustom.cluster import jobs as J
 from rlcustom.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ SCRIPT = ROOT / "cluster" / "start-local-head.sh"
 BIN = Path(sys.executable).parent
 RAY = BIN / "ray"
 # The CLI with the cluster commands registered (works before and after cli.py imports cli_cluster).
-RUNNER = "import sys, rlcustom.cli_cluster; from rlcustom.cli import main; sys.exit(main(sys.argv[1:]))"
+RUNNER = "import sys, rlcustom.cluster.commands; from rlcustom.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def rlcustom(*args: str, env: dict | None = None, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -276,7 +276,7 @@ def test_dry_run_prints_redacted_runtime_env(workdir, monkeypatch, capsys):
     key = "test-secret-" + secrets.token_hex(12)
     monkeypatch.setenv("WANDB_API_KEY", key)
     monkeypatch.chdir(wd)
-    import rlcustom.cli_cluster  # noqa: F401
+    import rlcustom.cluster.commands  # noqa: F401
     from rlcustom.cli import main
 
     assert main(["submit", "config.yaml", "--dry-run", "--env", "NCCL_DEBUG=INFO"]) == 0

@@ -5,7 +5,7 @@ import pytest
 import ray
 
 from rlcustom.config import RoleConfig
-from rlcustom.scheduler.placement import SchedulingError, place_roles, plan_groups, release
+from rlcustom.runtime.placement import SchedulingError, place_roles, plan_groups, release
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from rlcustom.errors import ConfigError
 def test_role_call_timeout_is_configurable_and_names_the_knob(local_ray):
     import ray
 
-    from rlcustom.scheduler.runtime import ActorTimeout, RoleGroup
+    from rlcustom.runtime.runtime import ActorTimeout, RoleGroup
 
     class _Slow:  # defined here so Ray ships it by value (the test module is not importable on workers)
         def nap(self, s: float) -> float:

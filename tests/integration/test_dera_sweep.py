@@ -19,7 +19,7 @@ import torch
 from rlcustom.cli import main
 from rlcustom.engines.base import SamplingParams
 from rlcustom.engines.hf import HFEngine
-from rlcustom.eval_dera import load_aligned, parse_lams, sweep
+from rlcustom.eval.dera import load_aligned, parse_lams, sweep
 from rlcustom.models.tiny import tiny_llama
 
 LAMS = [0.0, 0.5, 1.0, 1.5]
@@ -90,7 +90,7 @@ def test_reward_and_kl_rise_with_lambda(sft_and_aligned):
 def test_kl_recorder_matches_teacher_forced_logprobs(sft_and_aligned):
     """The KL recorded while decoding = log pi_lam - log pi_sft recomputed by full forwards."""
     from rlcustom.decoding.dera import DeRaStep, dera_logits
-    from rlcustom.eval_dera import _decode
+    from rlcustom.eval.dera import _decode
     from rlcustom.models.forward import response_logits
 
     sft, aligned, tok = sft_and_aligned

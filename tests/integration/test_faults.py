@@ -19,7 +19,7 @@ import ray
 from rlcustom.config import ClusterConfig, load_config
 from rlcustom.errors import CheckpointError, NonFiniteError
 from rlcustom.rewards import NonFiniteRewardError
-from rlcustom.scheduler.runtime import init_ray
+from rlcustom.runtime.runtime import init_ray
 from rlcustom.trainers.base import Interrupted, Trainer
 from rlcustom.trainers.checkpoint import CheckpointManager
 

@@ -99,7 +99,7 @@ def test_endpoint_down_for_good_stops_with_one_line(server):
     """Retries exhausted inside the reward actor: one line naming the URL and the attempts, and the
     actor stays usable (the next call succeeds once the endpoint is back)."""
     from rlcustom.actors.reward import RewardActor
-    from rlcustom.rewards_http import HTTPRewardError
+    from rlcustom.rewards.http import HTTPRewardError
     from rlcustom.trainers.base import unwrap_ray_error
 
     server.fail_n, server.fail_status = 10**6, 500

@@ -120,7 +120,7 @@ def test_qadapter_trainer_learns_and_adapter_decodes(local_ray, qa_dir, chat_pro
     from rlcustom.decoding.qadapter import qadapter_decoder
     from rlcustom.engines.base import SamplingParams
     from rlcustom.engines.hf import HFEngine
-    from rlcustom.eval_qadapter import preference_accuracy_qadapter
+    from rlcustom.eval.qadapter import preference_accuracy_qadapter
     from rlcustom.models.loading import load_causal_lm, load_tokenizer
 
     alpha, alpha0 = 1.0, 0.01
@@ -156,7 +156,7 @@ def test_qadapter_trainer_learns_and_adapter_decodes(local_ray, qa_dir, chat_pro
 
 
 def test_replay_trainer_and_forgetting(local_ray, qa_dir, tmp_path):
-    from rlcustom.eval_qadapter import forgetting
+    from rlcustom.eval.qadapter import forgetting
     from rlcustom.models.loading import load_causal_lm, load_tokenizer
 
     cfg = load_config(None, [

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rlcustom.engines.base import Rollouts
-from rlcustom.rewards_http import HTTPRewardClient, HTTPRewardError, redact_url
+from rlcustom.rewards.http import HTTPRewardClient, HTTPRewardError, redact_url
 
 
 class RewardServer:
@@ -219,7 +219,7 @@ def test_reward_actor_http_kind(server):
 def test_retry_warnings_never_log_the_key(server, monkeypatch, caplog):
     monkeypatch.setenv("RLCUSTOM_TEST_KEY", "s3cret-key-456")
     server.fail_n, server.fail_status, server.echo_auth = 2, 503, True
-    with caplog.at_level("WARNING", logger="rlcustom.rewards_http"):
+    with caplog.at_level("WARNING", logger="rlcustom.rewards.http"):
         with client(server.url, api_key_env="RLCUSTOM_TEST_KEY") as c:
             assert c.score(["p"], ["abcd"]) == [4.0]
     assert caplog.text.count("retrying") == 2

@@ -1,4 +1,4 @@
-"""`rlcustom eval qadapter` (rlcustom/eval_qadapter_run.py): per-row scores against direct full forwards,
+"""`rlcustom eval qadapter` (rlcustom/eval/qadapter_run.py): per-row scores against direct full forwards,
 the accuracy / forgetting arithmetic on hand-made tensors, the command end to end on a tiny model, and
 the comparison table of benchmarks/qadapter_135m.sh."""
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlcustom.errors import ConfigError
-from rlcustom.eval_qadapter_run import forgetting_metrics, pair_metrics, run, score_rows
+from rlcustom.eval.qadapter_run import forgetting_metrics, pair_metrics, run, score_rows
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 PROMPTS = ["Hello there, how", "The sea is"]
@@ -49,7 +49,7 @@ def test_qadapter_scores_match_eq9_and_eq4():
     log-likelihood under pi~ = softmax((Q + alpha0 log pi_1) / alpha) (Eq. 4), computed here by hand."""
     from peft import LoraConfig, get_peft_model
 
-    from rlcustom.eval_qadapter import implicit_rewards
+    from rlcustom.eval.qadapter import implicit_rewards
     from rlcustom.models.tiny import tiny_llama
 
     base, tok = tiny_llama(0, initializer_range=0.2)

@@ -59,7 +59,7 @@ def test_trust_remote_code_is_off_unless_asked():
 def test_local_ray_dashboard_off_and_on_loopback_unless_configured(monkeypatch, cluster, dashboard, host):
     import ray
 
-    from rlcustom.scheduler import runtime
+    from rlcustom.runtime import runtime
 
     seen = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -72,7 +72,7 @@ def test_local_ray_dashboard_off_and_on_loopback_unless_configured(monkeypatch, 
 def test_joining_a_cluster_passes_no_local_dashboard_options(monkeypatch):
     import ray
 
-    from rlcustom.scheduler import runtime
+    from rlcustom.runtime import runtime
 
     seen = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -85,7 +85,7 @@ def test_ray_runtime_env_does_not_copy_secrets(monkeypatch):
     """The runtime env sent with jobs forwards a fixed allow-list of variables: no keys or tokens."""
     import ray
 
-    from rlcustom.scheduler import runtime
+    from rlcustom.runtime import runtime
 
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)

@@ -3,8 +3,8 @@ import threading
 
 import torch
 
-from rlcustom.scheduler.runtime import free_port
-from rlcustom.scheduler.weight_sync import SyncGroup, buckets, meta_of
+from rlcustom.runtime.runtime import free_port
+from rlcustom.runtime.weight_sync import SyncGroup, buckets, meta_of
 
 
 def test_buckets_split_by_dtype_and_size():

@@ -16,7 +16,7 @@ Scores one customised model against the frozen pre-trained model ``pi_1`` (``mod
   ``pi~ = softmax(qadapter_logits(Q, log pi_1))`` (Eq. 4). A tie counts one half.
   Standard errors are binomial, ``sqrt(p (1 - p) / n)``.
 * **forgetting**: mean token NLL of ``pi_1``'s own greedy answers to the neutral prompts
-  (:data:`rlcustom.eval_qadapter.NEUTRAL_PROMPTS`, generated once and cached) under the
+  (:data:`rlcustom.eval.qadapter.NEUTRAL_PROMPTS`, generated once and cached) under the
   model's policy minus the same under ``pi_1`` (0 = nothing forgotten). The first
   ``replayed`` prompts are the ones a Replay run trains on (``algo.replay_examples``), so
   ``forgetting`` is over the other prompts and ``forgetting_replayed`` over those; the
@@ -50,7 +50,7 @@ def score_rows(kind: str, model, base, tok, prompts: Sequence[str], completions:
     """
     from rlcustom.algos.qadapter import qadapter_logits
     from rlcustom.algos.qadapter_objectives import adapter_disabled, pair_rewards
-    from rlcustom.eval_qadapter import _batches
+    from rlcustom.eval.qadapter import _batches
     from rlcustom.models.forward import response_logits
 
     if kind not in ("base", "lm", "qadapter"):
@@ -142,7 +142,7 @@ def run(cfg, *, adapter: str | None = None, policy: str | None = None, pairs: in
     """Score one model (see the module docstring); writes and returns the JSON record."""
     from rlcustom.data.chat import format_prompt
     from rlcustom.data.loaders import load_preference_pairs
-    from rlcustom.eval_qadapter import NEUTRAL_PROMPTS, load_qadapter, original_task_examples
+    from rlcustom.eval.qadapter import NEUTRAL_PROMPTS, load_qadapter, original_task_examples
     from rlcustom.models.loading import load_causal_lm, load_tokenizer
 
     if adapter and policy:

@@ -405,8 +405,8 @@ def rescore(cfg, out: str | Path, *, samples: int = 4, plot: bool = True, log: C
 
 def write_plot(results: Sequence[dict], stem: str | Path, log: Callable[[str], None] = print) -> Path:
     """Reward and KL against lam, one line per variant: ``STEM.png`` with matplotlib, else
-    ``STEM.svg`` drawn by hand (no dependency); see :mod:`rlcustom.lineplot`."""
-    from rlcustom.lineplot import Panel, write_panels
+    ``STEM.svg`` drawn by hand (no dependency); see :mod:`rlcustom.eval.plot`."""
+    from rlcustom.eval.plot import Panel, write_panels
 
     variants = list(dict.fromkeys(r["variant"] for r in results))
     series = {v: sorted((r["lam"], r["reward"], r["kl"]) for r in results if r["variant"] == v) for v in variants}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from rlcustom.errors import RLCustomError
-from rlcustom.scheduler.placement import RolePlacement
+from rlcustom.runtime.placement import RolePlacement
 
 
 class ActorTimeout(RLCustomError):

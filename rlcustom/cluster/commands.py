@@ -9,7 +9,7 @@
     rlcustom jobs stop JOB_ID         [--address URL] [--no-wait]
 
 The address defaults to ``$RAY_ADDRESS``, then ``http://127.0.0.1:8265``.
-Auth tokens, secrets and exit codes: see :mod:`rlcustom.jobs`. ``submit``
+Auth tokens, secrets and exit codes: see :mod:`rlcustom.cluster.jobs`. ``submit``
 exits 0 iff the job SUCCEEDED (with ``--no-wait``: iff it was accepted).
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _submit_configure(p: argparse.ArgumentParser) -> None:
 @command("submit", "send a run to a Ray cluster as a job (Job Submission API) and stream its logs",
          configure=_submit_configure)
 def submit(args: argparse.Namespace) -> int:
-    from rlcustom import jobs as J
+    from rlcustom.cluster import jobs as J
 
     config, overrides = args.config, list(args.overrides)
     sub = J.plan_submission(config, overrides, working_dir=args.working_dir, command=args.entrypoint_command,
@@ -84,7 +84,7 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def _report(jobs, job_id: str, status: str) -> int:
-    from rlcustom import jobs as J
+    from rlcustom.cluster import jobs as J
 
     if status not in J.TERMINAL:
         print(f"job {job_id}: still {status} (stopped following; it keeps running)", file=sys.stderr)
@@ -125,7 +125,7 @@ def _jobs_configure(p: argparse.ArgumentParser) -> None:
 
 @command("jobs", "list, inspect, follow or stop jobs on a Ray cluster", configure=_jobs_configure)
 def jobs_cmd(args: argparse.Namespace) -> int:
-    from rlcustom import jobs as J
+    from rlcustom.cluster import jobs as J
 
     jobs = J.Jobs(args.address)
     if args.action == "list":

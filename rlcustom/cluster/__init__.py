@@ -1,0 +1,1 @@
+"""Cluster jobs: submit / status / logs / stop against a Ray job server, and their CLI commands."""
