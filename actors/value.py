@@ -1,101 +1,68 @@
-"""ValueActor: a value model (critic / VAS value estimator) with its own optimizer.
+"""ValueActor: a value model (critic / VAS value estimator) trained by the learner's engine.
 
-One actor per replica, plain torch AdamW in one process: no DeepSpeed/ZeRO and no
-data parallelism across value replicas yet (each replica trains on what it is
-given; a trainer that wants several should give them disjoint work and not
-expect their weights to agree). Fine for critics of the sizes we train on CPU
-and single GPUs; a ZeRO-sharded critic would follow ``LearnerActor``.
+One actor per data-parallel rank, like :class:`~rlcustom.actors.learner.LearnerActor`:
+DeepSpeed with ZeRO 0-3 (:class:`rlcustom.training.TrainingEngine`), the same LR
+schedule, micro-batch accumulation (each micro-batch weighted by its share of the
+valid tokens on all ranks: the step is one token mean over the whole batch) and
+non-finite policy. The trainer gives every rank its own rows; ``value/loss`` is the
+loss over all ranks' rows. The objectives are :mod:`rlcustom.training.value_objectives`.
 
 Column convention (see :func:`rlcustom.models.heads.response_values`): for a
 batch from :meth:`Rollouts.padded` (response token ``t`` at column ``P + t``),
 ``values(batch)[:, t]`` is ``V(x, y_<t)``, the value head read at column
-``P - 1 + t``: the state *before* token ``t`` is generated, read at the same
-columns whose logits predict ``y_t`` (columns ``P-1 .. P+T-2``). This is the
-``V(s_t)`` that :func:`rlcustom.algos.gae.gae_advantages` and
+``P - 1 + t``: the state *before* token ``t`` is generated. This is the ``V(s_t)``
+that :func:`rlcustom.algos.gae.gae_advantages` and
 :func:`rlcustom.algos.td_lambda.td_lambda_targets` take.
 
-Objectives (registered in :data:`rlcustom.registry.OBJECTIVES` when this module
-is imported) read targets from ``batch["returns"]`` or ``batch["targets"]`` [B, T]:
-
-* ``"value_mse"``: ``sum_valid (V - R)^2 / #valid`` (token mean over
-  ``response_mask``, no 1/2; :func:`rlcustom.algos.td_lambda.value_mse_loss`);
-* ``"value_clip"``: ``0.5 * max((V - R)^2, (clip(V, V_old - eps, V_old + eps) - R)^2)``
-  token mean, with ``V_old = batch["old_values"]`` and ``eps = clip_eps`` (0.2);
-  without ``old_values`` it is ``0.5 * (V - R)^2``
-  (:func:`rlcustom.algos.ppo.ppo_value_loss`).
+Checkpoints (``save``/``load``): rank 0 writes the value model (``ValueModel.save``
+layout, loadable as a model path) and ``value_state.json``; with the optimizer, every
+rank writes ``optim_rank{r}.pt`` and ``rng_rank{r}.pt`` (:mod:`rlcustom.training.checkpoint`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 from pathlib import Path
+from typing import Literal
 
 import torch
 
+import rlcustom.training.value_objectives  # noqa: F401 - registers value_mse / value_clip
 from rlcustom.actors.base import ActorBase
-from rlcustom.algos.ppo import ppo_value_loss
-from rlcustom.algos.td_lambda import value_mse_loss
 from rlcustom.engines.base import Rollouts
-from rlcustom.errors import NonFiniteError
-from rlcustom.models.heads import ValueModel, default_device, micro_batches, response_values, trim_batch
+from rlcustom.models.heads import ValueModel, response_values, trim_batch
 from rlcustom.registry import OBJECTIVES
+from rlcustom.training import checkpoint
+from rlcustom.training.engine import TrainingEngine
+from rlcustom.training.weights import gathered
+
+_RENAME = {"train/loss": "value/loss", "train/grad_norm": "value/grad_norm", "train/lr": "value/lr",
+           "train/skipped": "value/skipped", "train/tokens": "value/tokens"}
 
 
-def _register(name: str):
-    """Register an objective; idempotent when this module is imported twice (as ``actors.value`` in a checkout
-    and ``rlcustom.actors.value`` from the wheel), still an error against someone else's objective of that name."""
-    def deco(fn):
-        if name in OBJECTIVES:
-            old = OBJECTIVES.get(name)
-            if getattr(old, "__qualname__", None) == fn.__qualname__ and \
-                    getattr(old, "__module__", "").endswith("actors.value"):
-                return OBJECTIVES.register(name, override=True)(fn)
-        return OBJECTIVES.register(name)(fn)
-    return deco
+def _trimmed(objective):
+    """The objective on the micro-batch without its all-padding columns (same result, less compute)."""
+    return lambda model, mb, **kw: objective(model, trim_batch(mb)[0], **kw)
 
 
-def _targets(batch: dict) -> torch.Tensor:
-    for key in ("returns", "targets"):
-        if key in batch and batch[key] is not None:
-            return batch[key]
-    raise KeyError("value objective: the batch needs 'returns' or 'targets' [B, T]")
-
-
-def _floats(stats: dict, prefix: str = "value/") -> dict[str, float]:
-    return {prefix + k.removeprefix("value_"): float(v) for k, v in stats.items()}
-
-
-@_register("value_mse")
-def value_mse(model: ValueModel, batch: dict, **_) -> tuple[torch.Tensor, dict]:
-    """Token-mean squared error of V(s_t) against ``returns``/``targets`` over ``response_mask``."""
-    v = response_values(model, batch)
-    mask = batch["response_mask"]
-    loss, stats = value_mse_loss(v, _targets(batch).to(v), mask.to(v))
-    return loss, _floats(stats)
-
-
-@_register("value_clip")
-def value_clip(model: ValueModel, batch: dict, clip_eps: float = 0.2, **_) -> tuple[torch.Tensor, dict]:
-    """PPO's clipped value loss around ``old_values`` (plain ``0.5 * MSE`` when the batch has none)."""
-    v = response_values(model, batch)
-    mask = batch["response_mask"].to(v)
-    old = batch.get("old_values")
-    if old is None:
-        loss, stats = ppo_value_loss(v, v.detach(), _targets(batch).to(v), mask, clip_eps=None)
-    else:
-        loss, stats = ppo_value_loss(v, old.to(v), _targets(batch).to(v), mask, clip_eps=clip_eps)
-    return loss, _floats(stats)
+def _values(model, mb: dict) -> torch.Tensor:
+    out = torch.zeros(mb["response_mask"].shape, dtype=torch.float32, device=mb["response_mask"].device)
+    tmb, t_keep = trim_batch(mb)
+    if t_keep:
+        out[:, :t_keep] = response_values(model, tmb).float()
+    return out
 
 
 class ValueActor(ActorBase):
-    """A :class:`ValueModel` + AdamW; ``values``, ``train_step``, ``save``/``load``.
+    """A :class:`ValueModel` on one data-parallel rank; ``values``, ``train_step``, ``eval_loss``, ``save``/``load``.
 
     ``model`` is a causal-LM name/directory (a fresh zero-initialised head over its
     backbone, optionally truncated to ``num_layers``), a directory written by
     :meth:`save`/``ValueModel.save``, or a ``ModelConfig``. ``optim`` is an
     ``OptimConfig`` (or None for its defaults); ``lr``/``weight_decay``/
-    ``max_grad_norm``/``micro_batch_size`` override single fields. ``device``
-    defaults to the GPU Ray gave this actor, if any, else CPU.
+    ``max_grad_norm``/``micro_batch_size`` override single fields. ``rank``,
+    ``world_size``, ``master_addr``/``master_port``, ``zero_stage`` and the offload
+    flags are the learner's (ZeRO-0, one rank by default: a plain AdamW step).
     """
 
     role = "value"
@@ -103,181 +70,114 @@ class ValueActor(ActorBase):
     def __init__(self, model, optim=None, *, dtype: str | None = None, num_layers: int | None = None,
                  trust_remote_code: bool | None = None, init_std: float | None = None, lr: float | None = None,
                  weight_decay: float | None = None, max_grad_norm: float | None = None,
-                 micro_batch_size: int | None = None, seed: int = 0, rank: int = 0,
-                 num_threads: int | None = None, device: str | None = None) -> None:
+                 micro_batch_size: int | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 master_addr: str = "127.0.0.1", master_port: int | None = None, zero_stage: int = 0,
+                 offload_optimizer: bool = False, offload_params: bool = False,
+                 backend: Literal["auto", "gloo", "nccl"] = "auto", num_threads: int | None = None) -> None:
         super().__init__(seed=seed, rank=rank, num_threads=num_threads)
         path = getattr(model, "path", model)
         dtype = dtype or getattr(model, "dtype", None) or "float32"
         trc = trust_remote_code if trust_remote_code is not None else bool(getattr(model, "trust_remote_code", False))
-        self.model = ValueModel.from_pretrained(path, dtype=dtype, num_layers=num_layers, trust_remote_code=trc,
-                                                init_std=init_std).to(default_device(device))
-        self.model.train()
-        _disable_dropout(self.model)
+        module = ValueModel.from_pretrained(path, dtype=dtype, num_layers=num_layers, trust_remote_code=trc,
+                                            init_std=init_std)
+        module.train()
+        _disable_dropout(module)
+        for p in module.parameters():
+            p.requires_grad_(True)
         if optim is None:
             from rlcustom.config import OptimConfig
 
             optim = OptimConfig()
-        self.optim_cfg = optim
-        self.lr = float(lr if lr is not None else optim.lr)
-        self.max_grad_norm = float(max_grad_norm if max_grad_norm is not None else optim.max_grad_norm)
-        self.micro_batch_size = int(micro_batch_size if micro_batch_size is not None else optim.micro_batch_size)
-        self.max_nonfinite = int(getattr(optim, "max_consecutive_nonfinite", 3))
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=self.lr,
-            betas=tuple(optim.betas), eps=optim.eps,
-            weight_decay=float(weight_decay if weight_decay is not None else optim.weight_decay))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.step_count = 0
-        self._nonfinite_run = 0
+        overrides = {"lr": lr, "weight_decay": weight_decay, "max_grad_norm": max_grad_norm,
+                     "micro_batch_size": micro_batch_size}
+        optim = dataclasses.replace(optim, **{k: v for k, v in overrides.items() if v is not None})
+        self.optim_cfg, self.dtype, self.lr = optim, dtype, float(optim.lr)
+        self.micro_batch_size = int(optim.micro_batch_size)
+        self.world_size, self.zero_stage = world_size, zero_stage
+        self.training = TrainingEngine(module, optim, dtype=dtype, rank=rank, world_size=world_size,
+                                       master_addr=master_addr, master_port=master_port, zero_stage=zero_stage,
+                                       offload_optimizer=offload_optimizer, offload_params=offload_params,
+                                       backend=backend, what="critic")
 
-    # -- schedule --------------------------------------------------------------
-    def _lr_factor(self, step: int) -> float:
-        o = self.optim_cfg
-        warm = int(getattr(o, "warmup_steps", 0))
-        if warm and step < warm:
-            return (step + 1) / warm
-        sched, total = getattr(o, "schedule", "constant"), max(1, int(getattr(o, "total_steps", 1)))
-        frac = min(1.0, max(0, step - warm) / max(1, total - warm))
-        if sched == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * frac))
-        if sched == "linear":
-            return 1.0 - frac
-        return 1.0
+    @property
+    def model(self) -> ValueModel:
+        return self.training.module
 
     @property
     def device(self) -> torch.device:
-        return self.model.device
+        return self.training.device
 
-    def _to_device(self, batch: dict) -> dict:
-        return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    @property
+    def step_count(self) -> int:
+        """Applied optimizer updates."""
+        return self.training.updates
 
     # -- inference -------------------------------------------------------------
-    @torch.no_grad()
     def values(self, batch: dict | Rollouts, pad_id: int = 0) -> torch.Tensor:
-        """``V(x, y_<t)`` as [B, T] float32 on CPU, 0 on padding (see the module docstring for columns)."""
+        """``V(x, y_<t)`` as [B, T] float32 on CPU, 0 on padding (see the module docstring for columns).
+        Collective under ZeRO-3 (call on every rank)."""
         if isinstance(batch, Rollouts):
             batch = batch.padded(pad_id)
-        was_training = self.model.training
-        self.model.eval()
-        B, T = batch["response_mask"].shape
-        out = torch.zeros((B, T), dtype=torch.float32)
         try:
-            for rows, mb in micro_batches(batch, self.micro_batch_size):
-                mb, t_keep = trim_batch(mb)
-                if t_keep:
-                    out[rows, :t_keep] = response_values(self.model, self._to_device(mb)).float().cpu()
+            return torch.cat(self.training.forward(batch, _values), 0)
         finally:
-            self.model.train(was_training)
-        return out
-
-    def values_rollouts(self, rollouts: Rollouts, pad_id: int = 0) -> list[list[float]]:
-        v = self.values(rollouts.padded(pad_id))
-        return [v[i, : len(r)].tolist() for i, r in enumerate(rollouts.response_ids)]
+            self.training.engine.train()
 
     # -- training --------------------------------------------------------------
     def train_step(self, batch: dict, loss_name: str = "value_mse", *, loss: str | None = None, **kw) -> dict:
-        """One optimizer step on ``batch`` (micro-batched gradient accumulation).
+        """One optimizer step on this rank's rows; ``kw`` go to the objective (e.g. ``clip_eps``).
 
-        Each micro-batch's token-mean loss is weighted by its share of the batch's
-        valid tokens, so the step equals one token-mean over the whole batch. A
-        non-finite loss or gradient skips the step; ``max_consecutive_nonfinite``
-        skipped steps in a row raise :class:`NonFiniteError`. ``kw`` go to the
-        objective (e.g. ``clip_eps``). Returns float stats prefixed ``value/``.
+        A non-finite loss or gradient skips the step; ``max_consecutive_nonfinite``
+        skipped steps in a row raise :class:`NonFiniteError`. Returns float stats prefixed
+        ``value/`` (``value/loss``: the token-mean loss over all ranks' rows).
         """
         name = loss or loss_name
-        objective = OBJECTIVES.get(name)
-        mask = batch["response_mask"]
-        total = float(mask.sum())
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        loss_sum, finite = 0.0, True
-        for rows, mb in micro_batches(batch, self.micro_batch_size):
-            mb, _ = trim_batch(mb)
-            n = float(mb["response_mask"].sum())
-            if n == 0:
-                continue
-            lval, stats = objective(self.model, self._to_device(mb), **kw)
-            w = n / max(total, 1.0)
-            if not torch.isfinite(lval):
-                finite = False
-                break
-            (lval * w).backward()
-            loss_sum += float(lval.detach()) * w
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * w
-        grad_norm = float("nan")
-        if finite:
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)) if params else 0.0
-            finite = math.isfinite(grad_norm)
-        if not finite:
-            self.optimizer.zero_grad(set_to_none=True)
-            self._nonfinite_run += 1
-            if self._nonfinite_run >= self.max_nonfinite:
-                raise NonFiniteError(f"value: non-finite loss or gradient in {self._nonfinite_run} steps in a row "
-                                     f"(objective {name!r}, step {self.step_count})")
-            return {"value/loss": float("nan"), "value/skipped": 1.0, "value/lr": self.scheduler.get_last_lr()[0]}
-        self._nonfinite_run = 0
-        lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step_count += 1
-        return {**sums, "value/loss": loss_sum, "value/grad_norm": grad_norm, "value/lr": lr,
-                "value/skipped": 0.0, "value/tokens": total}
+        st = self.training.train_step(batch, _trimmed(OBJECTIVES.get(name)), name=name, weighting="tokens",
+                                      loss_kwargs=kw, global_loss=True)
+        return {k: v for k, v in st.items() if k.startswith("value/")} | \
+            {_RENAME[k]: v for k, v in st.items() if k in _RENAME}
 
     @torch.no_grad()
     def eval_loss(self, batch: dict, loss_name: str = "value_mse", **kw) -> float:
-        """The objective on ``batch`` without a step (token mean over the whole batch)."""
-        objective = OBJECTIVES.get(loss_name)
+        """The objective on this rank's ``batch`` without a step (token mean over the whole batch)."""
+        objective = _trimmed(OBJECTIVES.get(loss_name))
         total = float(batch["response_mask"].sum())
-        self.model.eval()
-        acc = 0.0
-        try:
-            for _, mb in micro_batches(batch, self.micro_batch_size):
-                mb, _ = trim_batch(mb)
-                n = float(mb["response_mask"].sum())
-                if n:
-                    acc += float(objective(self.model, self._to_device(mb), **kw)[0]) * n / max(total, 1.0)
-        finally:
-            self.model.train()
-        return acc
+        parts = self.training.forward(
+            batch, lambda m, mb: objective(m, mb, **kw)[0].reshape(1) * float(mb["response_mask"].sum()))
+        self.training.engine.train()
+        return float(sum(float(p) for p in parts)) / max(total, 1.0)
 
     # -- checkpoints -----------------------------------------------------------
     def save(self, path: str, with_optimizer: bool = True) -> str:
-        """The value model (``ValueModel.save`` layout) + ``optimizer.pt`` and ``value_state.json``."""
+        """The value model (rank 0) + with the optimizer, this rank's optimizer/RNG files. Collective under ZeRO-3."""
         p = Path(path)
-        self.model.save(p)
+        p.mkdir(parents=True, exist_ok=True)
+        with gathered(self.zero_stage, list(self.model.parameters())):
+            if self.rank == 0:
+                self.model.save(p)
         if with_optimizer:
-            from rlcustom.actors.learner import plain_state  # only what weights_only=True loading accepts
-
-            torch.save({"optimizer": plain_state(self.optimizer.state_dict()),
-                        "scheduler": plain_state(self.scheduler.state_dict())}, p / "optimizer.pt")
-        (p / "value_state.json").write_text(json.dumps({"step": self.step_count, "lr": self.lr}) + "\n")
+            checkpoint.save_state(self.training, p)
+        if self.rank == 0:
+            (p / "value_state.json").write_text(json.dumps({"step": self.step_count, "lr": self.lr}) + "\n")
         return str(p)
 
     def load(self, path: str, with_optimizer: bool = True) -> int:
-        """Restore weights (and optimizer/scheduler state when saved); returns the step count."""
+        """Restore weights (and optimizer/scheduler/RNG state when saved); returns the step count."""
         p = Path(path)
-        loaded = ValueModel.load(p, dtype=_dtype_name(self.model.dtype))
-        self.model.load_state_dict(loaded.state_dict())
-        opt = p / "optimizer.pt"
-        if with_optimizer and opt.is_file():
-            state = torch.load(opt, map_location="cpu", weights_only=True)
-            # saved plain entries over the live ones (objects that were left out come from the live state)
-            self.optimizer.load_state_dict({**self.optimizer.state_dict(), **state["optimizer"]})
-            self.scheduler.load_state_dict({**self.scheduler.state_dict(), **state["scheduler"]})
-        st = p / "value_state.json"
-        if st.is_file():
-            self.step_count = int(json.loads(st.read_text()).get("step", 0))
+        blob = checkpoint.check_layout(self.training, p) if with_optimizer and \
+            (p / checkpoint.optim_file(self.rank)).is_file() else None
+        sd = ValueModel.load(p, dtype=self.dtype).state_dict()
+        params = dict(self.model.named_parameters())
+        for n, t in self.model.state_dict(keep_vars=True).items():
+            with gathered(self.zero_stage, [t] if n in params else [], modifier_rank=0), torch.no_grad():
+                t.data.copy_(sd[n].to(t.device, t.dtype))
+        if blob is not None:
+            checkpoint.load_state(self.training, p, blob)  # ZeRO 1-3: fp32 master weights from the file
+        elif hasattr(self.training.optimizer, "_restore_from_bit16_weights"):
+            self.training.optimizer._restore_from_bit16_weights()  # ZeRO 1-2: master weights from the loaded ones
+        if blob is None and (p / "value_state.json").is_file():
+            self.training.updates = int(json.loads((p / "value_state.json").read_text()).get("step", 0))
         return self.step_count
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    from rlcustom.models.loading import DTYPES
-
-    return next((k for k, v in DTYPES.items() if v == dtype), "float32")
 
 
 def _disable_dropout(model: torch.nn.Module) -> None:

@@ -62,11 +62,6 @@ class PPOTrainer(Trainer):
         self.rollout, self.learner = build_rollout(self), build_learner(self)
         self.reference, self.reward = build_reference(self), build_reward(self)
         if "critic" in self.roles_used:
-            if self.role_cfg("critic").replicas > 1:  # ValueActor replicas don't all-reduce gradients
-                from rlcustom.errors import ConfigError
-
-                raise ConfigError("roles.critic.replicas: the critic runs as 1 replica (its optimizer is not "
-                                  "data-parallel); give it more cpus/gpus instead")
             build_value(self, "critic", lr=a.critic_lr, num_layers=a.critic_layers)
         self.kl_ctl = (AdaptiveKLController(a.kl_coef, a.kl_target, a.kl_horizon) if a.kl_target
                        else FixedKLController(a.kl_coef))
@@ -112,8 +107,8 @@ class PPOTrainer(Trainer):
                                            kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0,
                                            kl_estimator=a.kl_estimator, agg=a.agg)
                 if critic:
-                    stats |= self.groups["critic"].run("train_step", batch | {"returns": ret, "old_values": values},
-                                                       "value_clip", clip_eps=a.value_clip_eps)[0]
+                    stats |= self.learner_train(batch | {"returns": ret, "old_values": values}, "value_clip",
+                                                learner="critic", clip_eps=a.value_clip_eps)  # rows split over ranks
         with self.timer("sync"):
             stats |= self.sync_weights()
         kl_seq = float((kl_tok.sum(1)).mean())

@@ -104,8 +104,14 @@ def build_value(trainer: "Trainer", role: str = "critic", *, model_path: str | N
                 num_layers: int | None = None):
     from rlcustom.actors.value import ValueActor
 
-    cfg = trainer.cfg
-    return trainer.add_role(role, ValueActor, lambda i: (
+    from rlcustom.runtime.runtime import free_port
+
+    cfg, rc, port = trainer.cfg, trainer.role_cfg(role), free_port()
+    return trainer.add_role(role, ValueActor, lambda i: (  # data-parallel ranks, as build_learner's
         (model_path or cfg.model.path, cfg.optim), {"dtype": cfg.model.dtype, "lr": lr, "num_layers": num_layers,
-                                                    "seed": cfg.seed, "rank": i,
+                                                    "seed": cfg.seed, "rank": i, "world_size": rc.replicas,
+                                                    "master_addr": _master_addr(trainer, role), "master_port": port,
+                                                    "zero_stage": rc.zero_stage,
+                                                    "offload_optimizer": rc.offload_optimizer,
+                                                    "offload_params": rc.offload_params,
                                                     "num_threads": _threads(trainer, role)}))
