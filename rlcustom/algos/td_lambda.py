@@ -6,7 +6,7 @@ Model Alignment and Personalization", 2024 (VAS), Section 3.3: the value estimat
 sampled from ``pi_0`` and scored by the reward model ("we use TD(lambda) algorithm
 (Sutton & Barto, 2018; Schulman et al., 2015) to train our value estimator").
 It is then plugged into the decoding rule of VAS Eq. (4)/(5)
-(:mod:`rlcustom.decoding.vas`).
+(:mod:`rlcustom.algos.vas`; decoding: :mod:`rlcustom.decoding.vas`).
 
 The lambda-return (Sutton & Barto 2018, Eq. 12.18 in recursive form) is
 

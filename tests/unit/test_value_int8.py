@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rlcustom.config import DecoderConfig
-from rlcustom.decoding.vas import ValueCache, VASStep, _load_values, _to_device, vas_decoder
+from rlcustom.decoding.value_cache import ValueCache
+from rlcustom.decoding.vas import VASStep, _load_values, _to_device, vas_decoder
 from rlcustom.engines.base import SamplingParams
 from rlcustom.engines.hf import HFEngine, left_pad
 from rlcustom.models.heads import ValueModel

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rlcustom.decoding.vas import compose_values, topk_children, vas_blackbox_scores, vas_scores
+from rlcustom.algos.vas import compose_values, topk_children, vas_blackbox_scores, vas_scores
 
 LN = math.log
 BASE = torch.tensor([[LN(0.4), LN(0.3), LN(0.2), LN(0.1)]], dtype=torch.float64)
