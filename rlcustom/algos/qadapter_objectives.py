@@ -91,7 +91,7 @@ def paired_response_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tens
     """
     from peft.tuners.lora import Linear as LoraLinear
 
-    from rlcustom.decoding.multi import lora_layers
+    from rlcustom.models.lora import lora_layers
 
     pm = peft_module(model)
     adapter = pm.active_adapter if isinstance(pm.active_adapter, str) else pm.active_adapters[0]

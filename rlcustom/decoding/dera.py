@@ -38,7 +38,8 @@ from typing import Any, Union
 
 import torch
 
-from rlcustom.decoding.multi import CombinedStep, PairedLoRAStep, TwoModelStep, lora_layers
+from rlcustom.decoding.multi import CombinedStep, PairedLoRAStep, TwoModelStep
+from rlcustom.models.lora import lora_layers
 from rlcustom.registry import DECODERS
 
 __all__ = ["dera_logits", "interpolate_state_dicts", "DeRaStep", "dera_decoder", "dera_lora_decoder",

@@ -57,7 +57,9 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PairedLoRAStep", "TwoModelStep", "CombinedStep", "positions_from_mask", "lora_layers"]
+from rlcustom.models.lora import lora_layers
+
+__all__ = ["PairedLoRAStep", "TwoModelStep", "CombinedStep", "positions_from_mask"]
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -177,13 +179,6 @@ class TwoModelStep:
     def reorder(self, rows: torch.Tensor) -> None:
         for lm in self._lms:
             lm.reorder(rows)
-
-
-def lora_layers(model) -> list:
-    """The peft ``LoraLayer`` modules of ``model`` (empty if none)."""
-    from peft.tuners.lora import LoraLayer
-
-    return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
 
 def _lora_adapter_names(layers) -> set[str]:

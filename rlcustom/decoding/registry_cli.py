@@ -173,7 +173,7 @@ class GuidedDecoder:
             self._fixed = dera_decoder(lam=_one_or_list(opts.get("lam", 1.0)), aligned=opts["aligned"],
                                        dtype=opts.get("dtype") or "float32")
         else:
-            from rlcustom.decoding.multi import lora_layers
+            from rlcustom.models.lora import lora_layers
 
             peft_model = _peft_wrapped(base_model, opts.get("adapter"))
             if not lora_layers(peft_model):

@@ -14,75 +14,15 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from rlcustom.trainers.replay_examples import NEUTRAL_PROMPTS, as_causal_lm, original_task_examples
+
 __all__ = ["NEUTRAL_PROMPTS", "original_task_examples", "load_qadapter", "implicit_rewards",
            "preference_accuracy_qadapter", "token_nll", "forgetting"]
-
-# General-purpose instructions unrelated to any preference dataset: pi_1's answers to them
-# stand for its "original task" (what customisation should not forget).
-NEUTRAL_PROMPTS = (
-    "Explain how photosynthesis works.",
-    "Give three tips for staying focused while studying.",
-    "What is the difference between weather and climate?",
-    "Write a short poem about the sea.",
-    "How does a bicycle stay upright?",
-    "Summarize the plot of Romeo and Juliet in two sentences.",
-    "What are prime numbers? Give examples.",
-    "Describe how to make a cup of tea.",
-    "Why do we have seasons on Earth?",
-    "List some healthy breakfast ideas.",
-    "What does a computer's CPU do?",
-    "Translate 'good morning' into French and Spanish.",
-    "How do vaccines help the immune system?",
-    "Give a simple recipe for pancakes.",
-    "What is the water cycle?",
-    "Explain what a budget is and why it helps.",
-)
-
-
-def _tok_and_model(path_or_model, *, dtype: str = "float32", trust_remote_code: bool = False):
-    from rlcustom.models.loading import load_causal_lm
-
-    if isinstance(path_or_model, (str, Path)):
-        return load_causal_lm(path_or_model, dtype=dtype, trust_remote_code=trust_remote_code)
-    return path_or_model
-
-
-def original_task_examples(base, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS, *, max_new_tokens: int = 64,
-                           chat_template: bool = True, cache: str | Path | None = None,
-                           dtype: str = "float32") -> list[dict[str, str]]:
-    """``pi_1``'s greedy answers ``[{"prompt": formatted prompt, "completion": text}]`` to ``prompts``.
-
-    ``base``: a model directory/alias or a loaded causal LM. ``prompts`` are plain user
-    questions (chat-formatted with ``tokenizer`` when ``chat_template``). With ``cache``
-    a JSONL file is reused when it holds exactly these prompts (and ``max_new_tokens``),
-    otherwise (re)written.
-    """
-    from rlcustom.data.chat import format_prompt
-    from rlcustom.engines.base import SamplingParams
-    from rlcustom.engines.hf import HFEngine
-
-    texts = [format_prompt(tokenizer, [{"role": "user", "content": p}] if isinstance(p, str) else p,
-                           use_chat_template=chat_template) for p in prompts]
-    if cache is not None and Path(cache).is_file():
-        rows = [json.loads(line) for line in Path(cache).read_text().splitlines() if line.strip()]
-        if [r["prompt"] for r in rows] == texts and all(r.get("max_new_tokens") == max_new_tokens for r in rows):
-            return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
-    model = _tok_and_model(base, dtype=dtype)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
-    ro = HFEngine(model, tokenizer).generate(texts, params)
-    out = [{"prompt": texts[i], "completion": ro.texts[j]} for j, i in enumerate(ro.prompt_index)]
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(cache) + ".tmp")
-        tmp.write_text("".join(json.dumps(r | {"max_new_tokens": max_new_tokens}) + "\n" for r in out))
-        tmp.replace(cache)
-    return out
 
 
 def load_qadapter(base_path, adapter_dir_or_model, *, dtype: str = "float32"):
@@ -91,7 +31,7 @@ def load_qadapter(base_path, adapter_dir_or_model, *, dtype: str = "float32"):
         return adapter_dir_or_model
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(_tok_and_model(base_path, dtype=dtype), str(adapter_dir_or_model)).eval()
+    return PeftModel.from_pretrained(as_causal_lm(base_path, dtype=dtype), str(adapter_dir_or_model)).eval()
 
 
 def _batches(tokenizer, prompts: Sequence[str], completions: Sequence[str], max_prompt: int, max_completion: int,
@@ -209,6 +149,6 @@ def forgetting(base, model, texts: Sequence[Any], *, tokenizer=None, qadapter: d
         if not isinstance(base, (str, Path)):
             raise ValueError("forgetting: pass tokenizer= when base is a loaded model")
         tokenizer = load_tokenizer(base)
-    nb = token_nll(_tok_and_model(base), tokenizer, texts, **kw)
-    nm = token_nll(_tok_and_model(model), tokenizer, texts, qadapter=qadapter, **kw)
+    nb = token_nll(as_causal_lm(base), tokenizer, texts, **kw)
+    nm = token_nll(as_causal_lm(model), tokenizer, texts, qadapter=qadapter, **kw)
     return {"forgetting": nm - nb, "nll_model": nm, "nll_base": nb}

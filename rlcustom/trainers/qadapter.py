@@ -36,7 +36,7 @@
 * ``replay`` (the paper's Replay baseline, Appendix B.3): SFT on the chosen replies mixed
   with "original-task" examples, ``pi_1``'s own greedy answers to neutral prompts,
   generated once at build time with the ``hf`` engine and cached as
-  ``OUTPUT_DIR/replay.jsonl`` (:func:`rlcustom.eval.qadapter.original_task_examples`).
+  ``OUTPUT_DIR/replay.jsonl`` (:func:`rlcustom.trainers.replay_examples.original_task_examples`).
 
 The other baselines are existing trainers on the same ``data.prompts`` pairs: ``sft``
 (``load_sft`` takes each HH pair's chosen reply) and ``dpo`` (reference = ``pi_1``).
@@ -190,7 +190,7 @@ class ReplayTrainer(DatasetTrainer):
 
     def build(self) -> None:
         from rlcustom.data.loaders import load_prompts, load_sft
-        from rlcustom.eval.qadapter import NEUTRAL_PROMPTS, original_task_examples
+        from rlcustom.trainers.replay_examples import NEUTRAL_PROMPTS, original_task_examples
 
         d, a = self.cfg.data, self.cfg.algo
         build_learner(self)

@@ -333,7 +333,7 @@ def test_lora_interpolation(lora_model):
     k = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(half[k], sd0[k]) and not torch.equal(half[k], sd1[k])
     # the peft model itself is unchanged (still an unmerged LoRA with its scaling)
-    from rlcustom.decoding.multi import lora_layers
+    from rlcustom.models.lora import lora_layers
 
     assert all(m.scaling["default"] == 2.0 and not m.merged for m in lora_layers(lora_model))
 
