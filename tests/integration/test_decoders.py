@@ -15,8 +15,9 @@ import copy
 import pytest
 import torch
 
+from rlcustom.algos.dera import dera_logits
 from rlcustom.algos.qadapter import qadapter_logits
-from rlcustom.decoding.dera import (DeRaStep, dera_decoder, dera_logits, dera_lora_decoder, lora_interpolated,
+from rlcustom.decoding.dera import (DeRaStep, dera_decoder, dera_lora_decoder, lora_interpolated,
                                     weight_interpolated_model)
 from rlcustom.decoding.multi import PairedLoRAStep, TwoModelStep, positions_from_mask
 from rlcustom.decoding.qadapter import QAdapterStep, qadapter_decoder

@@ -89,7 +89,8 @@ def test_reward_and_kl_rise_with_lambda(sft_and_aligned):
 
 def test_kl_recorder_matches_teacher_forced_logprobs(sft_and_aligned):
     """The KL recorded while decoding = log pi_lam - log pi_sft recomputed by full forwards."""
-    from rlcustom.decoding.dera import DeRaStep, dera_logits
+    from rlcustom.algos.dera import dera_logits
+    from rlcustom.decoding.dera import DeRaStep
     from rlcustom.eval.dera import _decode
     from rlcustom.models.forward import response_logits
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rlcustom.decoding.dera import dera_logits, interpolate_state_dicts
+from rlcustom.algos.dera import dera_logits, interpolate_state_dicts
 
 SFT = torch.tensor([[1.0, 2.0, 3.0]])
 AL = torch.tensor([[3.0, 2.0, 1.0]])
