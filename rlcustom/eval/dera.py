@@ -33,7 +33,6 @@ sampling seed (common random numbers), so differences between rows are not seed 
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -44,6 +43,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from rlcustom.errors import RLCustomError
+from rlcustom.eval.dera_kl import KLRecorder, decode_with_kl
+from rlcustom.eval.dera_models import load_aligned
 
 __all__ = ["parse_lams", "load_aligned", "KLRecorder", "sweep", "run", "rescore", "samples_path", "write_plot"]
 
@@ -64,156 +65,6 @@ def parse_lams(text: str | Sequence[Any]) -> list[float]:
             raise RLCustomError(f"--lams: {s!r} is not a finite number")
         out.append(v)
     return out
-
-
-# ----------------------------------------------------------------------------- models
-
-
-def _checkpoint_weights(path: Path) -> Path | None:
-    """The LoRA ``model.safetensors`` of a learner checkpoint: ``OUTPUT_DIR``, ``OUTPUT_DIR/checkpoints``,
-    ``.../step_N`` or ``.../step_N/learner`` (``latest`` pointers are followed)."""
-    cands = [path]
-    for root in (path, path / "checkpoints"):
-        ptr = root / "latest"
-        if ptr.is_file():
-            cands.append(root / ptr.read_text().strip())
-    for c in list(cands):
-        cands.append(c / "learner")
-    for c in cands:
-        if (c / "learner.json").is_file() and (c / "model.safetensors").is_file():
-            return c
-    return None
-
-
-def load_aligned(sft_model, *, aligned: str | None, adapter: str | None, lora_cfg=None, dtype: str = "float32"):
-    """``("two_model", aligned_model)`` or ``("lora", peft_model)`` (the peft model wraps a copy of ``sft_model``).
-
-    ``adapter`` is a peft adapter directory (``adapter_config.json``) or a learner checkpoint
-    of a LoRA run (``OUTPUT_DIR``, ``OUTPUT_DIR/checkpoints/latest``, ``.../step_N``), whose
-    adapter weights are read with the config's ``model.lora`` settings (``lora_cfg``).
-    """
-    if aligned and adapter:
-        raise RLCustomError("eval dera: give --aligned PATH or --adapter DIR, not both")
-    if not aligned and not adapter:
-        raise RLCustomError("eval dera: needs --aligned PATH (an aligned model directory, e.g. OUTPUT_DIR/model) "
-                            "or --adapter DIR (a LoRA adapter or LoRA checkpoint over model.path)")
-    from rlcustom.models.loading import load_causal_lm
-
-    if aligned:
-        from rlcustom.errors import ModelLoadError
-
-        try:
-            return "two_model", load_causal_lm(aligned, dtype=dtype).eval()
-        except ModelLoadError as e:
-            raise RLCustomError(f"--aligned: {e}") from None
-
-    p = Path(adapter).expanduser()
-    if not p.exists():
-        raise RLCustomError(f"--adapter {adapter}: no such directory")
-    base = copy.deepcopy(sft_model)
-    if (p / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        return "lora", PeftModel.from_pretrained(base, str(p), is_trainable=False).eval()
-    ck = _checkpoint_weights(p)
-    if ck is None:
-        raise RLCustomError(f"--adapter {adapter}: neither a peft adapter directory (adapter_config.json) "
-                            "nor a learner checkpoint (learner.json + model.safetensors)")
-    meta = json.loads((ck / "learner.json").read_text())
-    if not meta.get("lora"):
-        raise RLCustomError(f"--adapter {adapter}: checkpoint {ck} is not a LoRA run (train with model.lora, "
-                            "or pass its exported model with --aligned OUTPUT_DIR/model)")
-    if lora_cfg is None:
-        raise RLCustomError(f"--adapter {adapter}: a LoRA checkpoint needs the run's model.lora settings "
-                            "in the config (r, alpha, target_modules)")
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    pcfg = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=0.0,
-                      target_modules=list(lora_cfg.target_modules), bias="none", task_type="CAUSAL_LM")
-    pm = get_peft_model(base, pcfg)
-    sd = load_file(str(ck / "model.safetensors"))
-    res = set_peft_model_state_dict(pm, sd)
-    unexpected = list(getattr(res, "unexpected_keys", []) or [])
-    if unexpected or not any(".lora_" in k for k in sd):
-        raise RLCustomError(f"--adapter {adapter}: {ck / 'model.safetensors'} does not match model.lora "
-                            f"(unexpected keys, e.g. {unexpected[:2]})")
-    return "lora", pm.eval()
-
-
-# ----------------------------------------------------------------------------- recording KL while decoding
-
-
-class KLRecorder:
-    """A :class:`~rlcustom.engines.base.StepModel` around a
-    :class:`~rlcustom.decoding.multi.CombinedStep` whose parts include the SFT logits
-    (``inner.last[sft_index]``). It returns the inner logits unchanged and records, per
-    step, ``KL(pi(.) || pi_sft(.))`` of every row (exact, over the vocabulary) and
-    ``log pi_sft`` of the token the engine fed back (the last step's token is taken by
-    :meth:`finish`, since the engine does not feed it)."""
-
-    def __init__(self, inner, sft_index: int) -> None:
-        self.inner, self.sft_index = inner, sft_index
-        self.kl: list[torch.Tensor] = []
-        self.sft_lp: list[torch.Tensor] = []
-        self.rows = 0
-        self._lps: torch.Tensor | None = None
-
-    def _record(self, logits: torch.Tensor) -> torch.Tensor:
-        lp = torch.log_softmax(logits.float(), -1)
-        lps = torch.log_softmax(self.inner.last[self.sft_index].float(), -1)
-        p = lp.exp()
-        diff = torch.where(p > 0, lp - lps, torch.zeros_like(lp))  # 0 * log 0 = 0
-        self.kl.append((p * diff).sum(-1).cpu())
-        self._lps = lps
-        return logits
-
-    def _take(self, tokens: torch.Tensor) -> None:
-        assert self._lps is not None
-        tok = tokens.reshape(-1, 1).to(self._lps.device)
-        self.sft_lp.append(self._lps.gather(-1, tok).squeeze(-1).cpu())
-
-    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        self.rows = int(input_ids.shape[0])
-        return self._record(self.inner.start(input_ids, attention_mask))
-
-    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
-        self._take(tokens)
-        return self._record(self.inner.advance(tokens))
-
-    def finish(self, response_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(kl_tokenwise [rows], sft_logprob_sum [rows])`` over each row's response tokens."""
-        T = len(self.kl)
-        last = [r[T - 1] if len(r) == T else 0 for r in response_ids]
-        self._take(torch.tensor(last, dtype=torch.long))
-        kl, slp = torch.stack(self.kl, 1).double(), torch.stack(self.sft_lp, 1).double()  # [rows, T]
-        mask = torch.zeros_like(kl)
-        for i, r in enumerate(response_ids):
-            mask[i, : len(r)] = 1.0
-        return (kl * mask).sum(1), (slp * mask).sum(1)
-
-
-def _decode(engine, prompt_ids, params, make_inner: Callable[[], Any], sft_index: int):
-    """Generate with ``make_inner()`` steps wrapped in :class:`KLRecorder`; returns
-    ``(rollouts, kl_k1 [N], kl_tokenwise [N])``."""
-    recs: list[KLRecorder] = []
-
-    def factory(_model):
-        rec = KLRecorder(make_inner(), sft_index)
-        recs.append(rec)
-        return rec
-
-    ro = engine.generate(prompt_ids, params, decoder=factory)
-    k1, tw, s = [], [], 0
-    for rec in recs:  # the engine makes one step per chunk of rows, in order
-        rows = ro.response_ids[s : s + rec.rows]
-        tokwise, sft_sum = rec.finish(rows)
-        lam_sum = torch.tensor([math.fsum(lp) for lp in ro.logprobs[s : s + rec.rows]], dtype=torch.float64)
-        k1.append(lam_sum - sft_sum)
-        tw.append(tokwise)
-        s += rec.rows
-    assert s == len(ro), f"recorded {s} rows for {len(ro)} samples"
-    return ro, torch.cat(k1), torch.cat(tw)
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -257,7 +108,7 @@ def sweep(sft_model, tokenizer, prompt_ids: Sequence[Sequence[int]], params, lam
                 make = lambda m=model_lam: CombinedStep(TwoModelStep([m, sft_model]),  # noqa: E731
                                                         lambda parts: parts[0])
                 sft_index = 1
-            ro, k1, tw = _decode(engine, prompt_ids, params, make, sft_index)
+            ro, k1, tw = decode_with_kl(engine, prompt_ids, params, make, sft_index)
             del model_lam
             rewards = [float(r) for r in score(ro)]
             r_mean, r_sem = _stats(rewards)

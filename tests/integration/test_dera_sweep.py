@@ -91,7 +91,7 @@ def test_kl_recorder_matches_teacher_forced_logprobs(sft_and_aligned):
     """The KL recorded while decoding = log pi_lam - log pi_sft recomputed by full forwards."""
     from rlcustom.algos.dera import dera_logits
     from rlcustom.decoding.dera import DeRaStep
-    from rlcustom.eval.dera import _decode
+    from rlcustom.eval.dera_kl import decode_with_kl as _decode
     from rlcustom.models.forward import response_logits
 
     sft, aligned, tok = sft_and_aligned
