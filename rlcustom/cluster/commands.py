@@ -54,7 +54,7 @@ def _submit_configure(p: argparse.ArgumentParser) -> None:
 @command("submit", "send a run to a Ray cluster as a job (Job Submission API) and stream its logs",
          configure=_submit_configure)
 def submit(args: argparse.Namespace) -> int:
-    from rlcustom.cluster import jobs as J
+    from rlcustom.cluster import client as C, jobs as J, watch as W
 
     config, overrides = args.config, list(args.overrides)
     sub = J.plan_submission(config, overrides, working_dir=args.working_dir, command=args.entrypoint_command,
@@ -63,19 +63,19 @@ def submit(args: argparse.Namespace) -> int:
                             entrypoint_num_gpus=args.entrypoint_num_gpus, pass_wandb_key=not args.no_wandb_key)
     for note in sub.notes:
         print(f"rlcustom submit: note: {note}", file=sys.stderr)
-    print(f"entrypoint: {J.redacted(sub.entrypoint)}")
-    J.print_runtime_env(sub)
+    print(f"entrypoint: {C.redacted(sub.entrypoint)}")
+    W.print_runtime_env(sub)
     if args.dry_run:
         print("dry run: nothing submitted")
         return 0
-    jobs = J.Jobs(args.address)
+    jobs = C.Jobs(args.address)
     job_id = J.submit(jobs, sub)
     print(f"submitted job {job_id} to {jobs.address}")
     if args.no_wait:
         print(f"follow: rlcustom jobs logs {job_id} --follow --address {jobs.address}")
         return 0
     try:
-        status = J.follow(jobs, job_id, timeout_s=args.timeout)
+        status = W.follow(jobs, job_id, timeout_s=args.timeout)
     except KeyboardInterrupt:
         print(f"\nrlcustom submit: stopped following; job {job_id} keeps running "
               f"(rlcustom jobs stop {job_id} --address {jobs.address})", file=sys.stderr)
@@ -84,17 +84,17 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def _report(jobs, job_id: str, status: str) -> int:
-    from rlcustom.cluster import jobs as J
+    from rlcustom.cluster import client as C
 
-    if status not in J.TERMINAL:
+    if status not in C.TERMINAL:
         print(f"job {job_id}: still {status} (stopped following; it keeps running)", file=sys.stderr)
         return 1
     try:
         info = jobs.call("get_job_info", job_id)
         msg = (getattr(info, "message", None) or "").strip()
-    except J.JobError:
+    except C.JobError:
         msg = ""
-    line = f"job {job_id}: {status}" + (f" ({J.redacted(msg.splitlines()[0])})" if msg and status != "SUCCEEDED" else "")
+    line = f"job {job_id}: {status}" + (f" ({C.redacted(msg.splitlines()[0])})" if msg and status != "SUCCEEDED" else "")
     print(line, file=sys.stdout if status == "SUCCEEDED" else sys.stderr)
     if "exit code 127" in msg:
         print("rlcustom: hint: the entrypoint's command was not found on the cluster: run a cluster built from "
@@ -125,35 +125,35 @@ def _jobs_configure(p: argparse.ArgumentParser) -> None:
 
 @command("jobs", "list, inspect, follow or stop jobs on a Ray cluster", configure=_jobs_configure)
 def jobs_cmd(args: argparse.Namespace) -> int:
-    from rlcustom.cluster import jobs as J
+    from rlcustom.cluster import client as C, watch as W
 
-    jobs = J.Jobs(args.address)
+    jobs = C.Jobs(args.address)
     if args.action == "list":
-        print("\n".join(J.list_lines(jobs.call("list_jobs"), limit=args.limit)))
+        print("\n".join(W.list_lines(jobs.call("list_jobs"), limit=args.limit)))
         return 0
     if args.action == "status":
-        print("\n".join(J.describe(jobs.call("get_job_info", args.job_id))))
+        print("\n".join(W.describe(jobs.call("get_job_info", args.job_id))))
         return 0
     if args.action == "logs":
         if not args.follow:
-            sys.stdout.write(J.redacted(jobs.call("get_job_logs", args.job_id)))
+            sys.stdout.write(C.redacted(jobs.call("get_job_logs", args.job_id)))
             sys.stdout.flush()
             return 0
         try:
-            status = J.follow(jobs, args.job_id)
+            status = W.follow(jobs, args.job_id)
         except KeyboardInterrupt:
             return 130
         return _report(jobs, args.job_id, status)
     if args.action == "stop":
         stopped = jobs.call("stop_job", args.job_id)
         status = jobs.status(args.job_id)
-        if not stopped and status in J.TERMINAL:
+        if not stopped and status in C.TERMINAL:
             print(f"job {args.job_id}: already {status}")
             return 0
         print(f"job {args.job_id}: stop requested")
         if args.no_wait:
             return 0
-        status = J.wait_status(jobs, args.job_id, timeout_s=60.0)
+        status = W.wait_status(jobs, args.job_id, timeout_s=60.0)
         print(f"job {args.job_id}: {status}")
-        return 0 if status in J.TERMINAL else 1
+        return 0 if status in C.TERMINAL else 1
     raise AssertionError(args.action)

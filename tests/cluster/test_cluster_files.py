@@ -231,7 +231,7 @@ def assert_no_secrets(obj, where: str) -> None:
 def test_runtime_env_example_is_valid_and_has_no_secrets():
     from ray.runtime_env import RuntimeEnv
 
-    from rlcustom.cluster.jobs import DEFAULT_EXCLUDES
+    from rlcustom.cluster.runtime_env import DEFAULT_EXCLUDES
 
     rt = load(CLUSTER / "runtime_env.yaml")
     assert set(rt) <= {"working_dir", "excludes", "env_vars", "pip", "py_modules", "config"}

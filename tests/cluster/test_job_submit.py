@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from rlcustom.cluster import client as C
 from rlcustom.cluster import jobs as J
+from rlcustom.cluster import runtime_env as R
 from rlcustom.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,18 +181,18 @@ def test_submit_generate_job_end_to_end(head, workdir):
     # ... but it reached the job: Ray holds it in the job's runtime_env (compared, never printed) ...
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(head.address, headers=J.auth_headers())
+    client = JobSubmissionClient(head.address, headers=C.auth_headers())
     got = client.get_job_info(job_id).runtime_env["env_vars"].get("WANDB_API_KEY")
     same = got == key
     assert same, "WANDB_API_KEY did not reach the job's runtime_env"
 
     # ... and a process started with the runtime_env rlcustom builds sees it: it prints only a hash.
-    rt = J.build_runtime_env(wd, environ=env)
+    rt = R.build_runtime_env(wd, environ=env)
     probe = ("import hashlib, os; k = os.environ.get('WANDB_API_KEY', ''); "
              "print('sha', hashlib.sha256(k.encode()).hexdigest(), os.environ.get('RLCUSTOM_PROBE'))")
     pid = client.submit_job(entrypoint=shlex.join([sys.executable, "-c", probe]), runtime_env=rt)
     deadline = time.monotonic() + 90
-    while (status := str(client.get_job_status(pid).value)) not in J.TERMINAL and time.monotonic() < deadline:
+    while (status := str(client.get_job_status(pid).value)) not in C.TERMINAL and time.monotonic() < deadline:
         time.sleep(1)
     logs = client.get_job_logs(pid)
     assert status == "SUCCEEDED", logs[-2000:]
@@ -234,12 +236,12 @@ def test_plan_entrypoint_quotes_and_picks_the_command(workdir):
     sub = J.plan_submission(str(wd / "config.yaml"), ["tracking.name=my run; rm -rf /"], working_dir=wd, environ={})
     assert shlex.split(sub.entrypoint) == ["rlcustom", "generate", "config.yaml", "tracking.name=my run; rm -rf /"]
     assert sub.runtime_env["working_dir"] == str(wd.resolve())
-    assert set(J.DEFAULT_EXCLUDES) <= set(sub.runtime_env["excludes"])
+    assert set(R.DEFAULT_EXCLUDES) <= set(sub.runtime_env["excludes"])
     assert "pip" not in sub.runtime_env
     (wd / "pg.yaml").write_text("trainer: pg\n")
     assert shlex.split(J.plan_submission(str(wd / "pg.yaml"), working_dir=wd, environ={}).entrypoint)[:3] == \
         ["rlcustom", "train", "pg.yaml"]
-    with pytest.raises(J.JobError, match="rlcustom generate"):
+    with pytest.raises(C.JobError, match="rlcustom generate"):
         J.plan_submission(str(wd / "config.yaml"), working_dir=wd, command="train", environ={})
 
 
@@ -249,7 +251,7 @@ def test_plan_validates_locally_in_one_line(workdir, tmp_path):
     with pytest.raises(ConfigError) as e:
         J.plan_submission(str(wd / "config.yaml"), ["sampling.temprature=0.5"], working_dir=wd, environ={})
     assert "temprature" in str(e.value) and "\n" not in str(e.value)
-    with pytest.raises(J.JobError, match="inside the uploaded working dir"):
+    with pytest.raises(C.JobError, match="inside the uploaded working dir"):
         J.plan_submission(str(wd / "config.yaml"), working_dir=tmp_path / "elsewhere", environ={})
 
 
@@ -263,12 +265,12 @@ def test_relative_output_dir_is_excluded_and_noted(workdir):
 def test_env_passthrough_and_never_pass():
     environ = {"WANDB_API_KEY": "k" * 40, "WANDB_MODE": "offline", "RLCUSTOM_CACHE": "/c", "HOME": "/root",
                "RAY_AUTH_TOKEN": "t" * 40, "HF_TOKEN": "h" * 40, "NCCL_DEBUG": "INFO"}
-    env = J.env_for_job(["NCCL_DEBUG", "EXTRA=1", "RAY_AUTH_TOKEN"], environ)
+    env = R.env_for_job(["NCCL_DEBUG", "EXTRA=1", "RAY_AUTH_TOKEN"], environ)
     assert env == {"WANDB_API_KEY": "k" * 40, "WANDB_MODE": "offline", "RLCUSTOM_CACHE": "/c",
                    "NCCL_DEBUG": "INFO", "EXTRA": "1"}
-    assert "WANDB_API_KEY" not in J.env_for_job([], environ, pass_wandb_key=False)
-    with pytest.raises(J.JobError, match="not set"):
-        J.env_for_job(["NOPE_NOT_SET"], environ)
+    assert "WANDB_API_KEY" not in R.env_for_job([], environ, pass_wandb_key=False)
+    with pytest.raises(C.JobError, match="not set"):
+        R.env_for_job(["NOPE_NOT_SET"], environ)
 
 
 def test_dry_run_prints_redacted_runtime_env(workdir, monkeypatch, capsys):
@@ -296,32 +298,32 @@ def test_install_uses_the_lock_without_ray(workdir):
     assert pip["packages"] == ["transformers==5.19.0", "torch==2.13.0+cpu"]
     assert "--no-deps" in pip["pip_install_options"]
     assert shlex.split(sub.entrypoint)[:4] == ["python", "-m", "rlcustom.cli", "generate"]
-    assert J.read_lock(ROOT / "cluster" / "requirements-cpu.txt"), "the repository's lock reads"
+    assert R.read_lock(ROOT / "cluster" / "requirements-cpu.txt"), "the repository's lock reads"
 
 
 def test_address_resolution(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert J.resolve_address() == "http://127.0.0.1:8265"
+    assert C.resolve_address() == "http://127.0.0.1:8265"
     monkeypatch.setenv("RAY_ADDRESS", "http://head:8265/")
-    assert J.resolve_address() == "http://head:8265"
-    assert J.resolve_address("10.0.0.1:8265") == "http://10.0.0.1:8265"
-    with pytest.raises(J.JobError):
-        J.resolve_address("auto")
+    assert C.resolve_address() == "http://head:8265"
+    assert C.resolve_address("10.0.0.1:8265") == "http://10.0.0.1:8265"
+    with pytest.raises(C.JobError):
+        C.resolve_address("auto")
 
 
 def test_auth_token_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(k, raising=False)
-    assert J.auth_token() is None and J.auth_headers() == {}
+    assert C.auth_token() is None and C.auth_headers() == {}
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("from-default\n")
-    assert J.auth_token() == "from-default"
+    assert C.auth_token() == "from-default"
     (tmp_path / "t").write_text("from-path")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "t"))
-    assert J.auth_token() == "from-path"
+    assert C.auth_token() == "from-path"
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
-    assert J.auth_headers() == {"Authorization": "Bearer from-env"}
+    assert C.auth_headers() == {"Authorization": "Bearer from-env"}
 
 
 def test_unreachable_address_is_one_line():
