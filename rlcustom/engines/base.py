@@ -138,9 +138,3 @@ class StepModel(Protocol):
     def advance(self, tokens: torch.Tensor) -> torch.Tensor: ...
 
     def reorder(self, rows: torch.Tensor) -> None: ...
-
-
-class Engine(Protocol):
-    name: str
-
-    def generate(self, prompts: Sequence[str] | Sequence[Sequence[int]], params: SamplingParams) -> Rollouts: ...
