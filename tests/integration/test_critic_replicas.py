@@ -44,3 +44,7 @@ def test_two_zero2_critic_ranks_match_one(stopping_tiny_dir, prompts_file, tmp_p
     l1, l2 = [h["value/loss"] for h in one], [h["value/loss"] for h in two]
     assert l1[0] > 0 and l1[0] == pytest.approx(l2[0], rel=1e-6, abs=1e-9), (l1, l2)
     assert l1[1] != l1[0] and l1[1] == pytest.approx(l2[1], rel=1e-4), (l1, l2)
+    print(f"value/loss 1 rank {l1}, 2 ranks {l2}")
+    # the end-of-run checkpoint holds both critic ranks' optimizer partitions
+    assert sorted(p.name for p in (tmp_path / "two").rglob("critic/optim_rank*.pt")) == ["optim_rank0.pt",
+                                                                                          "optim_rank1.pt"]
