@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from rlcustom.config import OptimConfig
+if TYPE_CHECKING:  # the config dataclasses, for annotations only (training does not import config)
+    from rlcustom.config import OptimConfig
+
 
 
 def ds_config(optim: OptimConfig, *, dtype: str, world_size: int, zero_stage: int, offload_optimizer: bool,

@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import torch
 
-from rlcustom.config import OptimConfig
 from rlcustom.errors import NonFiniteError
 from rlcustom.training.accumulate import Objective, accumulate
 from rlcustom.training.batches import all_reduce, check_weighting, split_micro_batches, to_device
 from rlcustom.training.ds_config import ds_config, init_process_group, resolve_backend
 from rlcustom.training.optim import build_optimizer, build_scheduler
 from rlcustom.training.step import apply_or_skip, discard_grads, grad_clipping
+
+if TYPE_CHECKING:  # the config dataclasses, for annotations only (training does not import config)
+    from rlcustom.config import OptimConfig
 
 
 class TrainingEngine:

@@ -1,11 +1,13 @@
 """The module a learner trains: a causal LM (optionally wrapped in a LoRA adapter) or a reward model."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from rlcustom.config import ModelConfig
+if TYPE_CHECKING:  # the config dataclasses, for annotations only (training does not import config)
+    from rlcustom.config import ModelConfig
+
 
 
 def build_learner_module(model: ModelConfig, *, model_kind: Literal["causal_lm", "reward"] = "causal_lm",

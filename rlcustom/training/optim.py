@@ -8,9 +8,13 @@ past ``total_steps`` rises again, so set ``total_steps`` >= the run's updates).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from rlcustom.config import OptimConfig
+if TYPE_CHECKING:  # the config dataclasses, for annotations only (training does not import config)
+    from rlcustom.config import OptimConfig
+
 
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
