@@ -375,7 +375,7 @@ class LearnerActor(ActorBase):
         """
         from rlcustom.registry import OBJECTIVES
 
-        import rlcustom.algos.objectives  # noqa: F401 - registers the built-in objectives
+        import rlcustom.objectives  # noqa: F401 - registers the built-in objectives
 
         fn = OBJECTIVES.get(loss_name)
         weighting = weighting or getattr(fn, "weighting", "tokens")
@@ -696,7 +696,7 @@ class LearnerActor(ActorBase):
 
     def sync_meta(self, adapter_only: bool = False) -> list:
         """Weight-sync metadata without touching the weights (rank 0 alone may call it under ZeRO-3)."""
-        from rlcustom.runtime.weight_sync import TensorMeta
+        from rlcustom.engines.weight_sync import TensorMeta
 
         return [TensorMeta(n, s, d) for n, s, d in self.weight_meta(adapter_only)]
 

@@ -74,6 +74,9 @@ def value_mse(model: ValueModel, batch: dict, **_) -> tuple[torch.Tensor, dict]:
     return loss, _floats(stats)
 
 
+value_mse.loss = value_mse_loss  # the pure loss it applies (the one table: rlcustom.registry.register_objective)
+
+
 @_register("value_clip")
 def value_clip(model: ValueModel, batch: dict, clip_eps: float = 0.2, **_) -> tuple[torch.Tensor, dict]:
     """PPO's clipped value loss around ``old_values`` (plain ``0.5 * MSE`` when the batch has none)."""
@@ -85,6 +88,9 @@ def value_clip(model: ValueModel, batch: dict, clip_eps: float = 0.2, **_) -> tu
     else:
         loss, stats = ppo_value_loss(v, old.to(v), _targets(batch).to(v), mask, clip_eps=clip_eps)
     return loss, _floats(stats)
+
+
+value_clip.loss = ppo_value_loss
 
 
 class ValueActor(ActorBase):

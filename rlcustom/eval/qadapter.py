@@ -14,36 +14,15 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from rlcustom.data.original_task import NEUTRAL_PROMPTS, original_task_examples
+
 __all__ = ["NEUTRAL_PROMPTS", "original_task_examples", "load_qadapter", "implicit_rewards",
            "preference_accuracy_qadapter", "token_nll", "forgetting"]
-
-# General-purpose instructions unrelated to any preference dataset: pi_1's answers to them
-# stand for its "original task" (what customisation should not forget).
-NEUTRAL_PROMPTS = (
-    "Explain how photosynthesis works.",
-    "Give three tips for staying focused while studying.",
-    "What is the difference between weather and climate?",
-    "Write a short poem about the sea.",
-    "How does a bicycle stay upright?",
-    "Summarize the plot of Romeo and Juliet in two sentences.",
-    "What are prime numbers? Give examples.",
-    "Describe how to make a cup of tea.",
-    "Why do we have seasons on Earth?",
-    "List some healthy breakfast ideas.",
-    "What does a computer's CPU do?",
-    "Translate 'good morning' into French and Spanish.",
-    "How do vaccines help the immune system?",
-    "Give a simple recipe for pancakes.",
-    "What is the water cycle?",
-    "Explain what a budget is and why it helps.",
-)
-
 
 def _tok_and_model(path_or_model, *, dtype: str = "float32", trust_remote_code: bool = False):
     from rlcustom.models.loading import load_causal_lm
@@ -51,38 +30,6 @@ def _tok_and_model(path_or_model, *, dtype: str = "float32", trust_remote_code: 
     if isinstance(path_or_model, (str, Path)):
         return load_causal_lm(path_or_model, dtype=dtype, trust_remote_code=trust_remote_code)
     return path_or_model
-
-
-def original_task_examples(base, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS, *, max_new_tokens: int = 64,
-                           chat_template: bool = True, cache: str | Path | None = None,
-                           dtype: str = "float32") -> list[dict[str, str]]:
-    """``pi_1``'s greedy answers ``[{"prompt": formatted prompt, "completion": text}]`` to ``prompts``.
-
-    ``base``: a model directory/alias or a loaded causal LM. ``prompts`` are plain user
-    questions (chat-formatted with ``tokenizer`` when ``chat_template``). With ``cache``
-    a JSONL file is reused when it holds exactly these prompts (and ``max_new_tokens``),
-    otherwise (re)written.
-    """
-    from rlcustom.data.chat import format_prompt
-    from rlcustom.engines.base import SamplingParams
-    from rlcustom.engines.hf import HFEngine
-
-    texts = [format_prompt(tokenizer, [{"role": "user", "content": p}] if isinstance(p, str) else p,
-                           use_chat_template=chat_template) for p in prompts]
-    if cache is not None and Path(cache).is_file():
-        rows = [json.loads(line) for line in Path(cache).read_text().splitlines() if line.strip()]
-        if [r["prompt"] for r in rows] == texts and all(r.get("max_new_tokens") == max_new_tokens for r in rows):
-            return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
-    model = _tok_and_model(base, dtype=dtype)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
-    ro = HFEngine(model, tokenizer).generate(texts, params)
-    out = [{"prompt": texts[i], "completion": ro.texts[j]} for j, i in enumerate(ro.prompt_index)]
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(cache) + ".tmp")
-        tmp.write_text("".join(json.dumps(r | {"max_new_tokens": max_new_tokens}) + "\n" for r in out))
-        tmp.replace(cache)
-    return out
 
 
 def load_qadapter(base_path, adapter_dir_or_model, *, dtype: str = "float32"):
@@ -109,7 +56,7 @@ def implicit_rewards(peft_model, tokenizer, prompts: Sequence[str], completions:
                      alpha: float = 1.0, alpha0: float = 0.01, gamma: float = 1.0, max_prompt_tokens: int = 256,
                      max_completion_tokens: int = 256, micro_batch: int = 8) -> torch.Tensor:
     """``R = sum_t r_t`` [N] of each completion (prompts already formatted), in eval mode."""
-    from rlcustom.algos.qadapter_objectives import adapter_disabled, pair_rewards
+    from rlcustom.objectives.qadapter import adapter_disabled, pair_rewards
     from rlcustom.models.forward import response_logits
 
     was = peft_model.training
@@ -168,7 +115,7 @@ def token_nll(model, tokenizer, texts: Sequence[Any], *, qadapter: dict | None =
     tokens are scored under its policy ``softmax(qadapter_logits(Q, base))`` (Eq. 4).
     """
     from rlcustom.algos.qadapter import qadapter_logits
-    from rlcustom.algos.qadapter_objectives import adapter_disabled
+    from rlcustom.objectives.qadapter import adapter_disabled
     from rlcustom.models.forward import response_logits
 
     rows = [(t["prompt"], t["completion"]) if isinstance(t, dict) else tuple(t) for t in texts]

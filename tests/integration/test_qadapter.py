@@ -46,7 +46,7 @@ def test_objective_matches_hand_computation(base_forward):
     Tolerance: 1e-5 abs on the loss/stats (float32; 'paired' runs a 2B-row batched forward)."""
     from peft import LoraConfig, get_peft_model
 
-    from rlcustom.algos.qadapter_objectives import qadapter
+    from rlcustom.objectives.qadapter import qadapter
     from rlcustom.models.tiny import tiny_llama
 
     base, tok = tiny_llama(0, initializer_range=0.2)
