@@ -4,7 +4,6 @@ baseline and the forgetting metric."""
 import json
 
 import pytest
-import ray
 import torch
 
 from rlcustom.algos.qadapter import qadapter_logits, qadapter_loss, residual_rewards

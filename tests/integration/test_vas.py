@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from rlcustom.algos.td_lambda import td_lambda_targets
-from rlcustom.decoding.vas import ValueCache, VASBlackBoxStep, VASStep, vas_blackbox_decoder, vas_decoder
+from rlcustom.decoding.vas import ValueCache, vas_blackbox_decoder, vas_decoder
 from rlcustom.engines.base import SamplingParams
 from rlcustom.engines.hf import HFEngine, left_pad
 from rlcustom.models.heads import ValueModel
