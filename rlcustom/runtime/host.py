@@ -11,7 +11,6 @@ import contextlib
 from typing import Any, Callable
 
 from rlcustom.config import RoleConfig
-from rlcustom.errors import RLCustomError
 from rlcustom.runtime.runtime import RoleGroup, init_ray, make_group, shard_batch
 from rlcustom.runtime.transport import WeightSync, check_sync, generate_with_retry
 
@@ -74,10 +73,7 @@ class RoleHost:
             if "learner" in self.groups:
                 self.sync_weights(rollout=rollout)
 
-        try:
-            return generate_with_retry(rg, prompts, params, on_death=on_death, attempts=attempts)
-        except RLCustomError as e:
-            raise RLCustomError(f"{e} in step {self.step_idx}") from None
+        return generate_with_retry(rg, prompts, params, on_death=on_death, attempts=attempts, step=self.step_idx)
 
     @contextlib.contextmanager
     def device_for_training(self, rollout: str = "rollout", learner: str = "learner"):

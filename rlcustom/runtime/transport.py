@@ -57,7 +57,7 @@ def check_sync(ro, lg: RoleGroup, rg: RoleGroup, pad_id: int, zero3: bool) -> di
     return {"system/sync_max_logprob_diff": float(diff)}
 
 
-def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attempts: int = 3):
+def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attempts: int = 3, step: int = 0):
     """Prompts split over rollout replicas (replica i samples with seed ``seed + 7919 i``); a crashed replica
     costs a retry of this call only: ``on_death(err, attempt)`` waits for Ray's restart and re-syncs weights."""
     from ray.exceptions import ActorUnavailableError, RayActorError
@@ -74,4 +74,4 @@ def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attem
             return Rollouts.concat(rg.get(refs, "generate"))
         except (RayActorError, ActorUnavailableError) as e:
             on_death(e, attempt)
-    raise RLCustomError(f"rollout failed {attempts} times")
+    raise RLCustomError(f"rollout failed {attempts} times in step {step}")
