@@ -28,13 +28,13 @@ def load_plugins() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     from importlib.metadata import entry_points
 
     for name in PLUGINS:
         importlib.import_module(name)
     for ep in entry_points(group="rlcustom.plugins"):
         ep.load()
+    _loaded = True  # only once all imported: a failing plugin fails again on the next load, never silently
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
