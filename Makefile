@@ -9,7 +9,7 @@ LOCK := cluster/requirements-cpu.txt
 STAMP := $(VENV)/.rlcustom-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench bench-deps lock model clean pipeline
+.PHONY: setup demo test lint bench bench-deps lock model clean pipeline
 
 setup: $(STAMP)
 
@@ -24,14 +24,21 @@ $(STAMP): $(LOCK) pyproject.toml
 	@$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $@
 
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_import_layers.py
+
 model: setup
 	$(VENV)/bin/rlcustom prepare-model
 
 demo: setup model
 	$(VENV)/bin/rlcustom demo
 
+# The gate first (seconds): lint, then the import contracts (no cycles, layers import one way), then the suite.
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_import_layers.py
+	$(PY) -m pytest $(PYTEST_ARGS) --deselect tests/unit/test_import_layers.py
 
 bench: setup model bench-deps
 	$(VENV)/bin/rlcustom bench all

@@ -38,7 +38,7 @@ from rlcustom.training.modules import build_learner_module
 def _objective(loss_name: str):
     from rlcustom.registry import OBJECTIVES
 
-    import rlcustom.algos.objectives  # noqa: F401 - registers the built-in objectives
+    import rlcustom.objectives  # noqa: F401 - registers the built-in objectives
 
     return OBJECTIVES.get(loss_name)
 
@@ -117,7 +117,7 @@ class LearnerActor(ActorBase):
 
     def sync_meta(self, adapter_only: bool = False) -> list:
         """Weight-sync metadata without touching the weights (rank 0 alone may call it under ZeRO-3)."""
-        from rlcustom.runtime.weight_sync import TensorMeta  # a plain dataclass; TODO(layers): move below actors
+        from rlcustom.engines.weight_sync import TensorMeta
 
         return [TensorMeta(n, s, d) for n, s, d in self.weight_meta(adapter_only)]
 

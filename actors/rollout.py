@@ -11,7 +11,7 @@ import torch
 
 from rlcustom.actors.base import ActorBase
 from rlcustom.engines.base import Rollouts, SamplingParams
-from rlcustom.runtime.weight_sync import WeightSyncMixin
+from rlcustom.engines.weight_sync import WeightSyncMixin
 
 
 class RolloutActor(ActorBase, WeightSyncMixin):

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     from peft import LoraConfig, get_peft_model
 
     from rlcustom.actors.reference import ReferenceActor
-    from rlcustom.algos.objectives import OBJECTIVES
+    import rlcustom.objectives  # noqa: F401  (registers the built-in objectives)
+    from rlcustom.registry import OBJECTIVES
     from rlcustom.data.loaders import load_preference_pairs
     from rlcustom.models.loading import load_causal_lm, load_tokenizer
     from rlcustom.trainers.offline import encode_pairs

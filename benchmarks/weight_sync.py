@@ -26,7 +26,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 
 from benchmarks import _trainer_steps as ts
 from benchmarks.common import interleaved, report, summarize

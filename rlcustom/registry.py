@@ -3,7 +3,9 @@ a reward or a trainer without editing any loop (as verl's ``register_adv_est``).
 
     from rlcustom.registry import ADV_ESTIMATORS
     @ADV_ESTIMATORS.register("my_adv")
-    def my_adv(...): ...
+    def my_adv(*, token_rewards, values, mask, scores, group_ids, gamma, lam): ...
+
+The built-ins are registered by importing :mod:`rlcustom.builtins` (one list).
 """
 from __future__ import annotations
 
@@ -48,11 +50,25 @@ class Registry(Generic[T]):
 
 
 ADV_ESTIMATORS: Registry = Registry("advantage estimator")
-LOSSES: Registry = Registry("loss")
 KL_ESTIMATORS: Registry = Registry("KL estimator")
 REWARDS: Registry = Registry("reward function")
 TRAINERS: Registry = Registry("trainer")
 DECODERS: Registry = Registry("decoder")
-# Learner objectives: fn(model, batch: dict[str, Tensor], **kwargs) -> (loss, stats).
-# They run inside a LearnerActor/ValueActor and do their own forward pass.
+# Learner objectives, the one table of losses: fn(model, batch: dict[str, Tensor], **kwargs) -> (loss, stats).
+# They run inside a LearnerActor/ValueActor and do their own forward pass; ``fn.loss`` is the pure
+# function of rlcustom.algos they apply (None when the objective is its own math).
 OBJECTIVES: Registry = Registry("objective")
+
+
+def register_objective(name: str, *, loss: Callable | None = None, weighting: str | None = None,
+                       override: bool = False) -> Callable[[T], T]:
+    """``@register_objective("ppo_clip", loss=ppo_policy_loss)``; ``weighting="rows"`` for sequence-level losses
+    (micro-batches then weigh by rows, not tokens)."""
+
+    def deco(fn: T) -> T:
+        fn.loss = loss  # type: ignore[attr-defined]
+        if weighting is not None:
+            fn.weighting = weighting  # type: ignore[attr-defined]
+        return OBJECTIVES.register(name, override=override)(fn)
+
+    return deco

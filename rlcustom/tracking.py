@@ -21,9 +21,17 @@ SECRET_KEY = re.compile(r"(^|[_\-.])(api[_-]?key|token|secret|password|passwd|cr
 NAMESPACES = ("rollout/", "train/", "reward/", "constraint/", "timing/", "system/", "eval/", "value/", "kl/")
 
 
-def redact(obj: Any) -> Any:
-    """Replace values under secret-looking keys, and any literal env secret, with '***'."""
-    secrets = [v for k, v in os.environ.items() if SECRET_KEY.search(k) and len(v) >= 8]
+MIN_SECRET_LEN = 6  # a shorter literal "secret" would blank every occurrence of a common string
+
+
+def redact(obj: Any, *, also: Sequence[str | None] = ()) -> Any:
+    """The one redaction: values under secret-looking keys become '***', and so does every literal secret
+    inside strings -- the values of env vars with secret-looking names (``WANDB_API_KEY``, ``RAY_AUTH_TOKEN``,
+    ...) and ``also`` (e.g. a token read from a file) -- in mappings, lists and strings, at any depth.
+    Literals shorter than :data:`MIN_SECRET_LEN` are left alone."""
+    found = {v for k, v in os.environ.items() if SECRET_KEY.search(k)} | {s for s in also if s}
+    secrets = sorted((s for s in found if len(s) >= MIN_SECRET_LEN), key=len, reverse=True)
+
     def walk(o: Any) -> Any:
         if isinstance(o, Mapping):
             return {k: ("***" if SECRET_KEY.search(str(k)) else walk(v)) for k, v in o.items()}
@@ -33,6 +41,7 @@ def redact(obj: Any) -> Any:
             for s in secrets:
                 o = o.replace(s, "***")
         return o
+
     return walk(obj)
 
 

@@ -45,11 +45,31 @@ def stopping_tiny_dir(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("tiny_eos") / "model", seed=0, eos_logit=6.0)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A real local Ray for one test module (2 logical CPUs, no dashboard), shut down after it."""
+@pytest.fixture(scope="session")
+def _session_ray():
+    """Shuts down, at the end of the session, the Ray that :func:`local_ray` shares between modules."""
+    yield
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_ray(_session_ray):
+    """A real local Ray (2 logical CPUs, no dashboard), started once and shared by every module that asks for
+    it (a Ray start-up costs seconds). A module that needs a cluster of its own shuts this one down first
+    (``ray.shutdown()``); the next module that asks for it gets a fresh one. After each module, placement
+    groups it left behind (a failed test's actors) are removed so that the next module starts with every CPU."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False)
     yield
-    ray.shutdown()
+    if ray.is_initialized():
+        from ray.util import placement_group_table, remove_placement_group
+        from ray.util.placement_group import PlacementGroup
+
+        for pg_id, info in placement_group_table().items():
+            if info.get("state") != "REMOVED":
+                remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))

@@ -14,21 +14,25 @@ the same way, with keyword arguments only::
         group_ids=...,      # [B]    long, samples of the same prompt share an id
         gamma=...,          # float  discount
         lam=...,            # float  GAE lambda
-        **extra,            # estimator-specific options (e.g. eps); ignore unknown ones
+        **options,          # estimator-specific options (grpo: eps, scale), declared by the estimator
     )
     # advantages: [B, T] float, 0 on masked positions
     # returns:    [B, T] float value targets, or None for critic-free estimators
 
-An estimator uses what it needs and ignores the rest; it must accept ``**kwargs``
-so the trainer can pass the full set (and future options) to any of them.
-To add one::
+An estimator takes the seven uniform arguments by name and declares its own options; nothing is
+swallowed, so a misspelt option is a TypeError. To add one (in a module that :mod:`rlcustom.builtins`
+or your plugin imports)::
 
     from rlcustom.registry import ADV_ESTIMATORS
 
     @ADV_ESTIMATORS.register("my_adv")
-    def my_adv(*, token_rewards, values, mask, scores, group_ids, gamma, lam, **kwargs):
+    def my_adv(*, token_rewards, values, mask, scores, group_ids, gamma, lam):
         adv = ...                                  # [B, T]
         return adv * mask, None
+
+A sequence-level estimator (one number per sample) is one line with :func:`sequence_estimator`::
+
+    ADV_ESTIMATORS.register("my_seq")(sequence_estimator("my_seq", lambda scores, group_ids: ...))
 
 Registered here: ``"grpo"``, ``"rloo"``, ``"reinforce"``; ``"gae"`` lives in
 :mod:`rlcustom.algos.gae` (imported below, so importing this module registers all four).
@@ -38,7 +42,7 @@ When ``scores`` is None the critic-free estimators use the per-sequence sum of
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -55,6 +59,7 @@ __all__ = [
     "grpo_estimator",
     "rloo_estimator",
     "reinforce_estimator",
+    "sequence_estimator",
 ]
 
 
@@ -167,57 +172,29 @@ def _need_groups(name: str, group_ids: torch.Tensor | None) -> torch.Tensor:
     return group_ids
 
 
-@ADV_ESTIMATORS.register("grpo")
-def grpo_estimator(
-    *,
-    token_rewards: torch.Tensor | None = None,
-    values: torch.Tensor | None = None,
-    mask: torch.Tensor,
-    scores: torch.Tensor | None = None,
-    group_ids: torch.Tensor | None = None,
-    gamma: float = 1.0,
-    lam: float = 1.0,
-    eps: float = 1e-6,
-    scale: bool = True,
-    **_: Any,
-) -> tuple[torch.Tensor, None]:
-    """Uniform-signature GRPO: :func:`grpo_advantages` broadcast to tokens; no returns."""
-    s = _sequence_scores(scores, token_rewards, mask)
-    adv = grpo_advantages(s, _need_groups("grpo", group_ids), eps=eps, scale=scale)
-    return broadcast_to_tokens(adv, mask), None
+def sequence_estimator(name: str, fn: Callable[..., torch.Tensor], *, grouped: bool = True):
+    """The uniform estimator of a sequence-level one: ``fn(scores [B], group_ids [B], **options) -> [B]``
+    (``fn(scores, **options)`` when not ``grouped``) broadcast to the valid tokens; no returns. Critic-free:
+    ``values``, ``gamma`` and ``lam`` are accepted (the uniform call) and unused. ``options`` go to ``fn``,
+    whose own signature rejects a misspelt one."""
+
+    def estimator(*, token_rewards: torch.Tensor | None = None, values: torch.Tensor | None = None,
+                  mask: torch.Tensor, scores: torch.Tensor | None = None, group_ids: torch.Tensor | None = None,
+                  gamma: float = 1.0, lam: float = 1.0, **options: Any) -> tuple[torch.Tensor, None]:
+        s = _sequence_scores(scores, token_rewards, mask)
+        adv = fn(s, _need_groups(name, group_ids), **options) if grouped else fn(s, **options)
+        return broadcast_to_tokens(adv, mask), None
+
+    estimator.__name__ = f"{name}_estimator"
+    estimator.__doc__ = f"Uniform-signature {name}: :func:`{fn.__name__}` broadcast to tokens; no returns."
+    return estimator
 
 
-@ADV_ESTIMATORS.register("rloo")
-def rloo_estimator(
-    *,
-    token_rewards: torch.Tensor | None = None,
-    values: torch.Tensor | None = None,
-    mask: torch.Tensor,
-    scores: torch.Tensor | None = None,
-    group_ids: torch.Tensor | None = None,
-    gamma: float = 1.0,
-    lam: float = 1.0,
-    **_: Any,
-) -> tuple[torch.Tensor, None]:
-    """Uniform-signature RLOO: :func:`rloo_advantages` broadcast to tokens; no returns."""
-    s = _sequence_scores(scores, token_rewards, mask)
-    adv = rloo_advantages(s, _need_groups("rloo", group_ids))
-    return broadcast_to_tokens(adv, mask), None
+def _identity(scores: torch.Tensor) -> torch.Tensor:
+    """Vanilla REINFORCE (Williams 1992) without baseline: the sequence score itself."""
+    return scores
 
 
-@ADV_ESTIMATORS.register("reinforce")
-def reinforce_estimator(
-    *,
-    token_rewards: torch.Tensor | None = None,
-    values: torch.Tensor | None = None,
-    mask: torch.Tensor,
-    scores: torch.Tensor | None = None,
-    group_ids: torch.Tensor | None = None,
-    gamma: float = 1.0,
-    lam: float = 1.0,
-    **_: Any,
-) -> tuple[torch.Tensor, None]:
-    """Vanilla REINFORCE (Williams 1992) without baseline: the sequence score on every
-    valid token; no returns."""
-    s = _sequence_scores(scores, token_rewards, mask)
-    return broadcast_to_tokens(s, mask), None
+grpo_estimator = ADV_ESTIMATORS.register("grpo")(sequence_estimator("grpo", grpo_advantages))
+rloo_estimator = ADV_ESTIMATORS.register("rloo")(sequence_estimator("rloo", rloo_advantages))
+reinforce_estimator = ADV_ESTIMATORS.register("reinforce")(sequence_estimator("reinforce", _identity, grouped=False))

@@ -25,7 +25,6 @@ for the uniform estimator signature.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 
@@ -101,7 +100,6 @@ def gae_estimator(
     group_ids: torch.Tensor | None = None,
     gamma: float = 1.0,
     lam: float = 0.95,
-    **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniform-signature wrapper of :func:`gae_advantages` (needs a critic: ``values``)."""
     if values is None:

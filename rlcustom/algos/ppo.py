@@ -12,15 +12,13 @@ is the ``c_2 S[pi_theta]`` term of Eq. (9).
 
 Loss functions return ``(loss, stats)`` where ``loss`` is a differentiable 0-d
 tensor and ``stats`` maps names to detached 0-d tensors (no host sync; call
-``float()`` when logging). Registered in :data:`rlcustom.registry.LOSSES`:
-``"ppo_clip"`` (:func:`ppo_policy_loss`) and ``"value_clip"`` (:func:`ppo_value_loss`).
+``float()`` when logging). The learner objectives that apply them are in :mod:`rlcustom.objectives` (``ppo_clip``, ``value_clip``).
 """
 from __future__ import annotations
 
 import torch
 
 from rlcustom.algos.masked import masked_mean, masked_sum
-from rlcustom.registry import LOSSES
 
 __all__ = [
     "AGG_MODES",
@@ -58,7 +56,6 @@ def aggregate(loss_tokens: torch.Tensor, mask: torch.Tensor, agg: str = "token")
     raise ValueError(f"unknown aggregation {agg!r}; expected one of {AGG_MODES}")
 
 
-@LOSSES.register("ppo_clip")
 def ppo_policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -113,7 +110,6 @@ def ppo_policy_loss(
     return loss, stats
 
 
-@LOSSES.register("value_clip")
 def ppo_value_loss(
     values: torch.Tensor,
     old_values: torch.Tensor,

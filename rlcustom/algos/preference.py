@@ -8,7 +8,7 @@
 * :func:`sft_loss`: next-token negative log-likelihood on target tokens.
 * :func:`token_logprobs_from_logits`, :func:`sequence_logprobs`: log-likelihood helpers.
 
-Registered in :data:`rlcustom.registry.LOSSES`: ``"bt"``, ``"dpo"``, ``"sft"``.
+Applied by the learner objectives ``bt_reward``, ``dpo`` and ``sft`` (:mod:`rlcustom.objectives`).
 Scalar statistics are returned as detached 0-d tensors.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from rlcustom.algos.masked import masked_mean, masked_sum
-from rlcustom.registry import LOSSES
 
 __all__ = [
     "bradley_terry_loss",
@@ -28,7 +27,6 @@ __all__ = [
 ]
 
 
-@LOSSES.register("bt")
 def bradley_terry_loss(
     chosen_scores: torch.Tensor,
     rejected_scores: torch.Tensor,
@@ -49,7 +47,6 @@ def bradley_terry_loss(
     return loss, accuracy
 
 
-@LOSSES.register("dpo")
 def dpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -127,7 +124,6 @@ def token_logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> to
     return torch.stack(rows) if rows else logits.new_zeros(labels.shape, dtype=torch.float32)
 
 
-@LOSSES.register("sft")
 def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Supervised fine-tuning loss: token-mean negative log-likelihood of next-token
     prediction (the causal LM objective, Radford et al. 2018, Eq. 1), on target tokens only.

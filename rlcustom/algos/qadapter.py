@@ -17,7 +17,7 @@ by ``Q_theta`` (Corollary 4.1, Eq. 9) is
 and ``Q_theta`` is trained with a Bradley-Terry loss on these rewards plus an L2
 penalty (Eq. 10). Paper defaults (Table 3): alpha~ = 1.0, alpha0 = 0.01, beta = 0.1, gamma = 1.0.
 
-Registered in :data:`rlcustom.registry.LOSSES` as ``"qadapter"`` (:func:`qadapter_loss`).
+Applied by the learner objective ``qadapter`` (:mod:`rlcustom.objectives.qadapter`).
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from rlcustom.algos.masked import masked_mean, masked_sum
-from rlcustom.registry import LOSSES
 
 __all__ = ["residual_rewards", "qadapter_loss", "qadapter_logits"]
 
@@ -96,7 +95,6 @@ def residual_rewards(
     return torch.where(valid, r, zero)
 
 
-@LOSSES.register("qadapter")
 def qadapter_loss(
     chosen_rewards: torch.Tensor,
     chosen_mask: torch.Tensor,

@@ -19,15 +19,13 @@ final reward -- the paper's "Online FUDGE" baseline ("it can also be seen as a T
 version of VAS", Section 4.1.2). The target equals GAE's ``A_t + V(s_t)``
 (Schulman et al. 2016, Eq. 16; see :mod:`rlcustom.algos.gae`).
 
-Registered in :data:`rlcustom.registry.LOSSES` as ``"td_lambda"``
-(:func:`value_mse_loss`).
+Applied by the value objective ``value_mse`` (:func:`value_mse_loss`).
 """
 from __future__ import annotations
 
 import torch
 
 from rlcustom.algos.masked import masked_mean
-from rlcustom.registry import LOSSES
 
 __all__ = ["td_lambda_targets", "value_mse_loss"]
 
@@ -96,7 +94,6 @@ def td_lambda_targets(
     return out
 
 
-@LOSSES.register("td_lambda")
 def value_mse_loss(
     values: torch.Tensor,
     targets: torch.Tensor,

@@ -35,7 +35,6 @@ from rlcustom.data.hh import (
 )
 from rlcustom.data.records import (
     BadRecordPolicy,
-    BadRecordStats,
     RecordError,
     _suffix,
     json_type_name,

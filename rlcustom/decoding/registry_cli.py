@@ -20,7 +20,23 @@ from typing import Any, Callable
 __all__ = ["build_decoder", "add_decoder_args", "decoder_options", "decoder_overrides", "check_decoder",
            "GuidedDecoder", "DECODER_NAMES"]
 
-DECODER_NAMES = ("vas", "dera", "dera_lora", "qadapter")
+from rlcustom.config.decoder import DECODER_KEYS
+from rlcustom.registry import DECODERS
+
+DECODER_NAMES = tuple(DECODER_KEYS)  # the decoder: section declares each decoder's keys once
+# options of the Python API only (no config key / flag): dera_lora's list of adapters already loaded
+_API_KEYS = {"dera_lora": ("adapters",)}
+
+
+def decoder_fn(name: str) -> Callable[..., Any]:
+    """The registered decoder factory ``name`` (:data:`rlcustom.registry.DECODERS`); ValueError if unknown."""
+    from rlcustom.config import load_plugins
+
+    load_plugins()  # the built-in decoders register on import
+    try:
+        return DECODERS.get(name)
+    except KeyError as e:
+        raise ValueError(str(e).strip("'\"")) from None
 
 
 def add_decoder_args(p: argparse.ArgumentParser) -> None:
@@ -138,64 +154,62 @@ class GuidedDecoder:
     """
 
     def __init__(self, name: str, options: dict, base_model, tokenizer=None) -> None:
-        if name not in DECODER_NAMES:
-            raise ValueError(f"unknown decoder {name!r} (known: {', '.join(DECODER_NAMES)})")
+        self.fn = decoder_fn(name)  # picked from DECODERS; the keys it takes from the decoder: section
         self.name, self.base_model = name, base_model
         self.opts = {k: v for k, v in dict(options or {}).items() if v is not None and v != []}
+        _check_keys(name, self.opts, DECODER_KEYS.get(name, ()) + _API_KEYS.get(name, ()))
+        self._fixed = None
+        (self._setup_vas if name == "vas" else self._setup_dera if name == "dera" else self._setup_lora)()
+
+    def _setup_vas(self) -> None:
+        """Load the value models once; :meth:`factory` builds a VAS step per call (beta may change)."""
+        from rlcustom.decoding.vas import _load_values
+
+        opts, base_model = self.opts, self.base_model
+        values = opts.get("value")
+        if not values:
+            raise ValueError("decoder 'vas' needs --value PATH (a ValueModel directory, e.g. OUTPUT_DIR/value)")
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        self.betas = self._betas(opts.get("beta", 1.0), len(values))
+        self.k = int(opts.get("topk", 20))
+        v_base = getattr(getattr(base_model, "config", None), "vocab_size", None)
+        if self.k < 1 or (v_base is not None and self.k > int(v_base)):
+            raise ValueError(f"decoder.topk must be in [1, {v_base}] (the vocabulary size of the model), "
+                             f"got {self.k}")
+        self.value_models = _load_values(values, opts.get("dtype"))
+        for path, vm in zip(values, self.value_models):
+            v_val = getattr(vm.config, "vocab_size", None)
+            if v_base is not None and v_val is not None and int(v_base) != int(v_val):
+                raise ValueError(f"value model {path}: vocabulary {v_val} != the model's {v_base}; "
+                                 "VAS needs the value model to share pi_0's tokenizer")
+
+    def _setup_dera(self) -> None:
         opts = self.opts
-        if name == "vas":
-            from rlcustom.decoding.vas import _load_values
+        if not opts.get("aligned"):
+            raise ValueError("decoder 'dera' needs --aligned PATH (the aligned model)")
+        self._fixed = self.fn(lam=_one_or_list(opts.get("lam", 1.0)), aligned=opts["aligned"],
+                              dtype=opts.get("dtype") or "float32")
 
-            _check_keys(name, opts, ("value", "beta", "topk", "mode", "dtype"))
-            values = opts.get("value")
-            if not values:
-                raise ValueError("decoder 'vas' needs --value PATH (a ValueModel directory, e.g. OUTPUT_DIR/value)")
-            values = list(values) if isinstance(values, (list, tuple)) else [values]
-            self.betas = self._betas(opts.get("beta", 1.0), len(values))
-            self.k = int(opts.get("topk", 20))
-            v_base = getattr(getattr(base_model, "config", None), "vocab_size", None)
-            if self.k < 1 or (v_base is not None and self.k > int(v_base)):
-                raise ValueError(f"decoder.topk must be in [1, {v_base}] (the vocabulary size of the model), "
-                                 f"got {self.k}")
-            self.value_models = _load_values(values, opts.get("dtype"))
-            for path, vm in zip(values, self.value_models):
-                v_val = getattr(vm.config, "vocab_size", None)
-                if v_base is not None and v_val is not None and int(v_base) != int(v_val):
-                    raise ValueError(f"value model {path}: vocabulary {v_val} != the model's {v_base}; "
-                                     "VAS needs the value model to share pi_0's tokenizer")
-            self._fixed = None
-        elif name == "dera":
-            from rlcustom.decoding.dera import dera_decoder
+    def _setup_lora(self) -> None:
+        """dera_lora / qadapter: one model with a LoRA adapter, run on its peft wrapper."""
+        from rlcustom.models.lora import lora_layers
 
-            _check_keys(name, opts, ("aligned", "lam", "dtype"))
-            if not opts.get("aligned"):
-                raise ValueError("decoder 'dera' needs --aligned PATH (the aligned model)")
-            self._fixed = dera_decoder(lam=_one_or_list(opts.get("lam", 1.0)), aligned=opts["aligned"],
-                                       dtype=opts.get("dtype") or "float32")
+        opts, base_model, name = self.opts, self.base_model, self.name
+        peft_model = _peft_wrapped(base_model, opts.get("adapter"))
+        if not lora_layers(peft_model):
+            raise ValueError(f"decoder {name!r} needs --adapter DIR (a LoRA adapter over the --model base)")
+        if name == "dera_lora":
+            inner = self.fn(lam=_one_or_list(opts.get("lam", 1.0)), adapters=opts.get("adapters"),
+                            mode=opts.get("mode") or "auto")
         else:
-            from rlcustom.models.lora import lora_layers
+            inner = self.fn(alpha=float(opts.get("alpha", 1.0)), alpha0=float(opts.get("alpha0", 0.01)),
+                            mode=opts.get("mode") or "auto")
 
-            peft_model = _peft_wrapped(base_model, opts.get("adapter"))
-            if not lora_layers(peft_model):
-                raise ValueError(f"decoder {name!r} needs --adapter DIR (a LoRA adapter over the --model base)")
-            if name == "dera_lora":
-                from rlcustom.decoding.dera import dera_lora_decoder
+        def fixed(model):
+            # the engine passes its own (un-wrapped) model; run on the peft wrapper of it
+            return inner(peft_model if model is base_model else model)
 
-                _check_keys(name, opts, ("adapter", "lam", "adapters", "mode"))
-                inner = dera_lora_decoder(lam=_one_or_list(opts.get("lam", 1.0)), adapters=opts.get("adapters"),
-                                          mode=opts.get("mode") or "auto")
-            else:
-                from rlcustom.decoding.qadapter import qadapter_decoder
-
-                _check_keys(name, opts, ("adapter", "alpha", "alpha0", "mode"))
-                inner = qadapter_decoder(alpha=float(opts.get("alpha", 1.0)), alpha0=float(opts.get("alpha0", 0.01)),
-                                         mode=opts.get("mode") or "auto")
-
-            def fixed(model):
-                # the engine passes its own (un-wrapped) model; run on the peft wrapper of it
-                return inner(peft_model if model is base_model else model)
-
-            self._fixed = fixed
+        self._fixed = fixed
 
     @classmethod
     def from_config(cls, decoder_cfg, base_model, tokenizer=None) -> "GuidedDecoder":
@@ -219,10 +233,8 @@ class GuidedDecoder:
             if beta is not None:
                 raise ValueError(f"beta is a knob of the vas decoder, not of {self.name!r}")
             return self._fixed
-        from rlcustom.decoding.vas import vas_decoder
-
         betas = self.betas if beta is None else self._betas(beta, len(self.value_models))
-        return vas_decoder(self.value_models, betas, k=self.k, mode=self.opts.get("mode") or "tree")
+        return self.fn(self.value_models, betas, k=self.k, mode=self.opts.get("mode") or "tree")
 
     def describe(self) -> str:
         if self.name == "vas":

@@ -19,10 +19,17 @@ from typing import Any, Sequence
 
 import torch
 
-from rlcustom.trainers.replay_examples import NEUTRAL_PROMPTS, as_causal_lm, original_task_examples
+from rlcustom.data.original_task import NEUTRAL_PROMPTS, original_task_examples
 
 __all__ = ["NEUTRAL_PROMPTS", "original_task_examples", "load_qadapter", "implicit_rewards",
            "preference_accuracy_qadapter", "token_nll", "forgetting"]
+
+def _tok_and_model(path_or_model, *, dtype: str = "float32", trust_remote_code: bool = False):
+    from rlcustom.models.loading import load_causal_lm
+
+    if isinstance(path_or_model, (str, Path)):
+        return load_causal_lm(path_or_model, dtype=dtype, trust_remote_code=trust_remote_code)
+    return path_or_model
 
 
 def load_qadapter(base_path, adapter_dir_or_model, *, dtype: str = "float32"):
@@ -31,7 +38,7 @@ def load_qadapter(base_path, adapter_dir_or_model, *, dtype: str = "float32"):
         return adapter_dir_or_model
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(as_causal_lm(base_path, dtype=dtype), str(adapter_dir_or_model)).eval()
+    return PeftModel.from_pretrained(_tok_and_model(base_path, dtype=dtype), str(adapter_dir_or_model)).eval()
 
 
 def _batches(tokenizer, prompts: Sequence[str], completions: Sequence[str], max_prompt: int, max_completion: int,
@@ -49,7 +56,7 @@ def implicit_rewards(peft_model, tokenizer, prompts: Sequence[str], completions:
                      alpha: float = 1.0, alpha0: float = 0.01, gamma: float = 1.0, max_prompt_tokens: int = 256,
                      max_completion_tokens: int = 256, micro_batch: int = 8) -> torch.Tensor:
     """``R = sum_t r_t`` [N] of each completion (prompts already formatted), in eval mode."""
-    from rlcustom.algos.qadapter_objectives import adapter_disabled, pair_rewards
+    from rlcustom.objectives.qadapter import adapter_disabled, pair_rewards
     from rlcustom.models.forward import response_logits
 
     was = peft_model.training
@@ -108,7 +115,7 @@ def token_nll(model, tokenizer, texts: Sequence[Any], *, qadapter: dict | None =
     tokens are scored under its policy ``softmax(qadapter_logits(Q, base))`` (Eq. 4).
     """
     from rlcustom.algos.qadapter import qadapter_logits
-    from rlcustom.algos.qadapter_objectives import adapter_disabled
+    from rlcustom.objectives.qadapter import adapter_disabled
     from rlcustom.models.forward import response_logits
 
     rows = [(t["prompt"], t["completion"]) if isinstance(t, dict) else tuple(t) for t in texts]
@@ -149,6 +156,6 @@ def forgetting(base, model, texts: Sequence[Any], *, tokenizer=None, qadapter: d
         if not isinstance(base, (str, Path)):
             raise ValueError("forgetting: pass tokenizer= when base is a loaded model")
         tokenizer = load_tokenizer(base)
-    nb = token_nll(as_causal_lm(base), tokenizer, texts, **kw)
-    nm = token_nll(as_causal_lm(model), tokenizer, texts, qadapter=qadapter, **kw)
+    nb = token_nll(_tok_and_model(base), tokenizer, texts, **kw)
+    nm = token_nll(_tok_and_model(model), tokenizer, texts, qadapter=qadapter, **kw)
     return {"forgetting": nm - nb, "nll_model": nm, "nll_base": nb}

@@ -49,7 +49,7 @@ def score_rows(kind: str, model, base, tok, prompts: Sequence[str], completions:
     Prompts are formatted already; texts are cut as the trainers cut them (:func:`encode_pairs`).
     """
     from rlcustom.algos.qadapter import qadapter_logits
-    from rlcustom.algos.qadapter_objectives import adapter_disabled, pair_rewards
+    from rlcustom.objectives.qadapter import adapter_disabled, pair_rewards
     from rlcustom.eval.qadapter import _batches
     from rlcustom.models.forward import response_logits
 

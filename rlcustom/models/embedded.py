@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,18 +51,9 @@ def gguf_path(alias: str = DEFAULT_MODEL) -> Path:
 
 def _atomic_dir(final: Path, write) -> Path:
     """Write into a temp dir beside ``final`` and rename, so a crash leaves no half cache."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
-    try:
-        write(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    from rlcustom.fsutil import atomic_dir
+
+    return atomic_dir(final, write, marker=".complete")
 
 
 def _ready(path: Path) -> bool:

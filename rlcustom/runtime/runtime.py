@@ -1,9 +1,11 @@
-"""Ray start-up and role groups: the handles a trainer's step talks to.
+"""Ray start-up and worker groups: the handles a trainer's stages talk to.
 
-``RoleGroup`` wraps the actors of one role: ``group.call("generate", ...)``
-returns one future per replica, ``group.get(refs)`` waits with a timeout (a
-task that can never be scheduled must not hang a run), and ``shard`` splits a
-batch's rows across replicas.
+``RoleGroup`` wraps the actors of one role and dispatches explicitly:
+
+* ``group.scatter("score", rollouts)`` splits the rows over the replicas (one future each),
+  ``group.gather(refs)`` waits and concatenates them in row order (tensors padded on dim 1);
+* ``group.broadcast("sleep")`` runs the same call on every replica and returns every answer;
+* ``group.get(refs)`` waits with a timeout (a task that can never be scheduled must not hang a run).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from rlcustom.errors import RLCustomError
 from rlcustom.runtime.placement import RolePlacement
@@ -80,8 +82,32 @@ class RoleGroup:
     def call(self, method: str, *args, **kwargs) -> list[Any]:
         return [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
 
-    def call_each(self, method: str, per_replica_args: Sequence[tuple], **kwargs) -> list[Any]:
-        return [getattr(a, method).remote(*args, **kwargs) for a, args in zip(self.actors, per_replica_args)]
+    def scatter(self, method: str, payload: Any, *args, **kwargs) -> list[Any]:
+        """Rows of ``payload`` (a batch dict or Rollouts) split over the replicas; one future per non-empty part."""
+        from rlcustom.engines.base import Rollouts
+
+        if isinstance(payload, Rollouts):
+            parts = [payload.select(range(s.start, s.stop)) for s in shard_rows(len(payload), len(self))]
+        else:
+            parts = shard_batch(payload, len(self))
+        return [getattr(a, method).remote(p, *args, **kwargs) for a, p in zip(self.actors, parts) if num_rows(p)]
+
+    def gather(self, refs: list[Any], what: str | None = None) -> Any:
+        """Per-replica results of :meth:`scatter` in row order: tensors concatenated on dim 0 (padded on dim 1),
+        lists by extension."""
+        import torch
+
+        parts = self.get(refs, what)
+        if parts and isinstance(parts[0], torch.Tensor):
+            if parts[0].dim() > 1:
+                width = max(p.shape[1] for p in parts)
+                parts = [torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]
+            return torch.cat(parts)
+        return [x for p in parts for x in p]
+
+    def broadcast(self, method: str, *args, **kwargs) -> list[Any]:
+        """The same call on every replica; every replica's answer."""
+        return self.get(self.call(method, *args, **kwargs), f"{self.role}.{method}")
 
     def get(self, refs: Any, what: str | None = None) -> Any:
         try:
@@ -89,8 +115,7 @@ class RoleGroup:
         except ActorTimeout as e:  # say which knob: a loaded machine or long generations may need more
             raise ActorTimeout(f"{e} (raise roles.{self.role}.call_timeout_s if the work is just slow)") from None
 
-    def run(self, method: str, *args, **kwargs) -> list[Any]:
-        return self.get(self.call(method, *args, **kwargs), f"{self.role}.{method}")
+    run = broadcast
 
     def wait_ready(self, timeout: float) -> list[dict]:
         """Every replica answers ``ready()``; a restarting one is polled until it is back or time is up."""
@@ -145,6 +170,15 @@ def shard_rows(n: int, parts: int) -> list[slice]:
     return out
 
 
+def num_rows(payload: Any) -> int:
+    """Rows of a batch dict (its first tensor with a batch dimension) or of a sequence."""
+    import torch
+
+    if isinstance(payload, dict):
+        return next(v.shape[0] for v in payload.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
+    return len(payload)
+
+
 def shard_batch(batch: dict, parts: int) -> list[dict]:
     import torch
 
@@ -175,3 +209,10 @@ class Timer:
         out = {f"{prefix}{k}_s": v for k, v in self.totals.items()}
         self.totals = {}
         return out
+
+
+def phase_times(history: list[dict]) -> str:
+    """'time per step: generate 4.1 s, score 1.2 s, ...' averaged over the run (the ``timing/*_s`` of :class:`Timer`)."""
+    keys = [k for k in (history[0] if history else {}) if k.startswith("timing/") and k.endswith("_s")]
+    parts = [f"{k[len('timing/'):-2]} {sum(h.get(k, 0.0) for h in history) / len(history):.2f} s" for k in keys]
+    return "time per step: " + (", ".join(parts) if parts else "n/a")

@@ -1,5 +1,21 @@
-"""Trainers: one driver per algorithm, registered by name (``trainer:`` in a config)."""
-from rlcustom.trainers.base import Trainer, register_trainer, run_trainer
-from rlcustom.trainers import best_of_n, l3m, offline, pg, ppo, qadapter, vas  # noqa: F401  (register the built-in trainers)
+"""Trainers: one driver per algorithm, registered by name (``trainer:`` in a config).
+
+RL trainers are :class:`~rlcustom.trainers.pipeline.PipelineTrainer` subclasses (stages ``generate ->
+score -> filter -> advantages -> update -> sync``); the loop itself is :class:`~rlcustom.trainers.base.Trainer`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rlcustom.registry import TRAINERS
+from rlcustom.trainers.base import Trainer, register_trainer
+
+
+def run_trainer(cfg) -> dict[str, Any]:
+    """Train with the registered trainer ``cfg.trainer``."""
+    return TRAINERS.get(cfg.trainer)(cfg).fit()
+
+
+import rlcustom.builtins  # noqa: E402,F401  (registers every built-in; an import error there is loud)
 
 __all__ = ["Trainer", "register_trainer", "run_trainer"]

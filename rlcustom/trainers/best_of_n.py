@@ -12,7 +12,7 @@ import torch
 
 from rlcustom.config import positive, register_section
 from rlcustom.trainers.base import Trainer, register_trainer
-from rlcustom.trainers.roles import build_reward, build_rollout, first_last, prompt_batch
+from rlcustom.trainers.roles import build_reward, build_rollout, first_last
 
 
 def best_of_n(rollouts, scores: list[float]) -> tuple[list[int], list[float]]:
@@ -45,10 +45,11 @@ class BestOfNTrainer(Trainer):
     def step(self) -> dict[str, float]:
         a = self.cfg.algo
         with self.timer("generate"):
-            ro = self.generate(prompt_batch(self, a.prompts_per_step),
+            ro = self.rollouts(self.sampler.take(a.prompts_per_step),
                                self.cfg.sampling.params(seed=self.cfg.seed * 100003 + self.step_idx).with_(n=a.n))
         with self.timer("score"):
-            scores = self.gather("reward", self.scatter("reward", "score", ro), "reward")
+            g = self.groups["reward"]
+            scores = g.gather(g.scatter("score", ro), "reward")
         idx, best = best_of_n(ro, scores)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with self.out_path.open("a") as f:

@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from rlcustom.fsutil import atomic_write_text
+
 
 class CheckpointManager:
     def __init__(self, output_dir: str | Path, keep: int = 2) -> None:
@@ -43,9 +45,7 @@ class CheckpointManager:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            ptr_tmp = self.root / ".latest.tmp"
-            ptr_tmp.write_text(name + "\n")
-            os.replace(ptr_tmp, self.root / "latest")  # the pointer moves only after the data is whole
+            atomic_write_text(self.root / "latest", name + "\n")  # the pointer moves only after the data is whole
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

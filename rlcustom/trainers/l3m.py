@@ -35,14 +35,13 @@ from typing import Any
 
 import torch
 
-import rlcustom.algos.l3m_objectives  # noqa: F401  (registers "l3m_constraint" in the driver too)
-from rlcustom.actors.base import ActorBase
 from rlcustom.algos.l3m import (ConstraintEMA, barrier_weights, constraint_values, interval_constraint, mu_schedule,
                                 update_multipliers)
 from rlcustom.config import check, non_negative, positive, register_section, unit_interval
 from rlcustom.trainers.base import register_trainer
 from rlcustom.trainers.offline import DatasetTrainer, encode_pairs
-from rlcustom.trainers.roles import _threads, build_learner, build_rollout, first_last, prompt_batch
+from rlcustom.trainers.pipeline import PipelineTrainer, Step
+from rlcustom.trainers.roles import _threads, build_learner, build_rollout, first_last
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -123,38 +122,18 @@ def task_coin(seed: int, step: int, task_prob: float = 0.5) -> bool:
     return random.Random(seed * 1_000_003 + step).random() < task_prob
 
 
-# --------------------------------------------------------------------------- rewards
-
-
-class ConstraintRewardActor(ActorBase):
-    """Scores rollouts with every distinct constraint reward: one RewardActor (in-process) per spec."""
-
-    role = "reward"
-
-    def __init__(self, scorers: list[dict], *, tokenizer_path: str, seed: int = 0, rank: int = 0,
-                 num_threads: int | None = None) -> None:
-        from rlcustom.actors.reward import RewardActor
-
-        super().__init__(seed=seed, rank=rank, num_threads=num_threads)
-        self.scorers = [RewardActor(s["spec"], model_path=s["model_path"], url=s["url"], kwargs=s["kwargs"],
-                                    tokenizer_path=tokenizer_path, seed=seed, rank=rank) for s in scorers]
-
-    def score(self, rollouts) -> list[list[float]]:
-        """``[B][n_scorers]`` raw rewards."""
-        cols = [s.score(rollouts) for s in self.scorers]
-        return [list(row) for row in zip(*cols)]
-
-
 # --------------------------------------------------------------------------- trainers
 
 
 @register_trainer("l3m")
-class L3MTrainer(DatasetTrainer):
-    """Coin-flip alternation of task steps (SFT NLL) and barrier-weighted constraint steps (Eq. 11)."""
+class L3MTrainer(PipelineTrainer, DatasetTrainer):
+    """Coin-flip alternation of task steps (SFT NLL) and barrier-weighted constraint steps (Eq. 11); a constraint
+    step is the RL pipeline (generate -> score -> advantages: the Eq. 11 weights -> update; the sync comes first)."""
 
     roles_used = ("rollout", "learner", "reward")
 
     def build(self) -> None:
+        from rlcustom.actors.constraint_reward import ConstraintRewardActor
         from rlcustom.data.loaders import load_sft
 
         a, d = self.cfg.algo, self.cfg.data
@@ -207,40 +186,45 @@ class L3MTrainer(DatasetTrainer):
         with self.timer("train"), self.device_for_training():
             stats = self.learner_train(batch, "sft", max_grad_norm=a.task_max_grad_norm)
         self.task_steps += 1
+        self.sampler.skip(a.prompts_per_step)  # the prompt stream moves every step: constraint step t reads t*n
         return stats | {"train/task_ppl": math.exp(min(stats["train/nll"], 50.0)),
                         "train/task_grad_norm": stats["train/grad_norm"]}
 
     def constraint_step(self) -> dict[str, float]:
         """Descend sum_i w_i dC_i (Eqs. 11-12) on a fresh rollout, clipped on its own (Sec. 5.3)."""
-        a, stats = self.cfg.algo, {}
-        if self.dirty:
+        s = Step()
+        if self.dirty:  # the learner changed since the engines last got its weights
             with self.timer("sync"):
-                stats |= self.sync_weights()
+                s.stats |= self.sync_weights()
             self.dirty = False
-        prompts = prompt_batch(self, a.prompts_per_step)
-        with self.timer("generate"):
-            ro = self.generate(prompts, self.cfg.sampling.params(seed=self.cfg.seed * 100003 + self.step_idx))
-        with self.timer("score"):
-            raw = torch.tensor(self.gather("reward", self.scatter("reward", "score", ro), "reward"),
-                               dtype=torch.float32)  # [B, n_scorers]
-        rewards = raw[:, self.spec_of] * self.signs  # [B, k]: sign_i * r_i >= b_i
-        c_batch = constraint_values(rewards, self.bounds)  # Monte-Carlo C_i (Eq. 5)
-        ema = self.ema.update(c_batch)  # denominator estimate (Sec. 5.3)
-        weights = self.constraint_weights(c_batch, ema)
-        batch = ro.padded(self.pad_id)
-        batch["constraint_rewards"] = rewards
-        with self.timer("train"), self.device_for_training():
-            stats |= self.learner_train(batch, "l3m_constraint", bounds=self.bounds.tolist(),
-                                        weights=weights.tolist(), loo_baseline=a.loo_baseline,
-                                        max_grad_norm=a.constraint_max_grad_norm)
-        satisfied = (rewards >= self.bounds).float().mean(0)
+        return self.metrics(self.run_stages(s))
+
+    def advantages(self, s: Step) -> None:
+        """Monte-Carlo C_i (Eq. 5), its EMA (Sec. 5.3) and the constraint weights; ``s.scores`` is [B, n_scorers]."""
+        s.rewards = s.scores[:, self.spec_of] * self.signs  # [B, k]: sign_i * r_i >= b_i
+        s.c_batch = constraint_values(s.rewards, self.bounds)
+        s.weights = self.constraint_weights(s.c_batch, self.ema.update(s.c_batch))
+        s.batch["constraint_rewards"] = s.rewards
+
+    def update(self, s: Step) -> None:
+        a = self.cfg.algo
+        s.stats |= self.learner_train(s.batch, "l3m_constraint", bounds=self.bounds.tolist(),
+                                      weights=s.weights.tolist(), loo_baseline=a.loo_baseline,
+                                      max_grad_norm=a.constraint_max_grad_norm)
+
+    def sync(self, s: Step) -> None:
+        """Lazily, before the next rollout (a task step may come first)."""
+
+    def metrics(self, s: Step) -> dict[str, float]:
+        stats, raw, ro = s.stats, s.scores, s.ro
+        satisfied = (s.rewards >= self.bounds).float().mean(0)
         for i, name in enumerate(self.names):
-            stats[f"constraint/{name}/value"] = float(c_batch[i])
+            stats[f"constraint/{name}/value"] = float(s.c_batch[i])
             stats[f"constraint/{name}/satisfaction"] = float(satisfied[i])
-        for j, s in enumerate(self.scorers_used()):
-            stats[f"reward/{s}/mean"] = float(raw[:, j].mean())
+        for j, name in enumerate(self.scorers_used()):
+            stats[f"reward/{name}/mean"] = float(raw[:, j].mean())
         stats["train/constraint_grad_norm"] = stats["train/grad_norm"]
-        stats["rollout/response_len"] = float(batch["response_mask"].sum(1).mean())
+        stats["rollout/response_len"] = float(s.batch["response_mask"].sum(1).mean())
         if ro.texts and self.step_idx % self.cfg.tracking.samples_every == 0:  # a W&B table of this rollout
             self.samples = (self.tok.batch_decode(ro.prompt_ids), list(ro.texts), raw[:, 0].tolist())
         return stats

@@ -4,7 +4,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-import torch
 
 from rlcustom.config import positive, register_section
 from rlcustom.trainers.base import Trainer, register_trainer
@@ -117,7 +116,8 @@ class DPOTrainer(DatasetTrainer):
         batch = encode_pairs(self.tok, prompts, answers, self.cfg.data.max_prompt_tokens,
                              a.max_completion_tokens).padded(self.tok.pad_token_id)
         with self.timer("reference"):
-            ref_lp = self.gather("reference", self.scatter("reference", "logprobs", batch), "reference")
+            g = self.groups["reference"]
+            ref_lp = g.gather(g.scatter("logprobs", batch), "reference")
         batch["ref_logps"] = (ref_lp * batch["response_mask"]).sum(1)
         with self.timer("train"):
             stats = self.learner_train(batch, "dpo", beta=a.beta, label_smoothing=a.label_smoothing)

@@ -12,9 +12,9 @@ from typing import Literal
 import torch
 
 from rlcustom.config import non_negative, positive, register_section, unit_interval
-from rlcustom.trainers.base import Trainer, register_trainer
-from rlcustom.trainers.roles import (build_learner, build_reference, build_reward, build_rollout, build_value,
-                                     first_last, prompt_batch)
+from rlcustom.trainers.base import register_trainer
+from rlcustom.trainers.pipeline import PipelineTrainer, Step
+from rlcustom.trainers.roles import build_learner, build_reference, build_reward, build_rollout, build_value, first_last
 
 
 @register_section("ppo")
@@ -44,7 +44,7 @@ class PPOConfig:
 
 
 @register_trainer("ppo")
-class PPOTrainer(Trainer):
+class PPOTrainer(PipelineTrainer):
     """One step: generate -> score (reward, reference, critic) -> GAE -> PPO update -> sync."""
 
     @property
@@ -66,63 +66,71 @@ class PPOTrainer(Trainer):
         self.kl_ctl = (AdaptiveKLController(a.kl_coef, a.kl_target, a.kl_horizon) if a.kl_target
                        else FixedKLController(a.kl_coef))
 
-    def step(self) -> dict[str, float]:
-        import rlcustom.algos.advantages  # noqa: F401  (registers the estimators)
+    # ------------------------------------------------------------------ stages
+    def score(self, s: Step) -> None:
+        """All scorers at once, each on its own actors: reward, reference log-probs, values, behaviour log-probs."""
+        a, critic, batch = self.cfg.algo, "critic" in self.groups, s.batch
+        g = self.groups
+        refs = {"score": g["reward"].scatter("score", s.ro), "ref": g["reference"].scatter("logprobs", batch)}
+        if critic:
+            refs["values"] = g["critic"].scatter("values", batch)
+        if a.recompute_logprobs:
+            refs["old"] = g["learner"].scatter("forward_logprobs", batch)
+        s.scores = torch.tensor(g["reward"].gather(refs["score"], "reward"), dtype=torch.float32)
+        s.ref_lp = g["reference"].gather(refs["ref"], "reference")
+        s.values = g["critic"].gather(refs["values"], "critic") if critic else None
+        s.old_lp = g["learner"].gather(refs["old"], "learner logprobs") if a.recompute_logprobs else batch["logprobs"]
+        s.rows += ["ref_lp", "values", "old_lp"]
+
+    def advantages(self, s: Step) -> None:
+        """KL-shaped token rewards (Ziegler et al. 2019), then the configured estimator."""
         from rlcustom.algos.advantages import whiten_advantages
         from rlcustom.algos.kl import get_kl_estimator, kl_penalty_rewards
-        from rlcustom.algos.masked import masked_mean, masked_sum
+        from rlcustom.algos.masked import masked_sum
         from rlcustom.registry import ADV_ESTIMATORS
 
-        a, critic = self.cfg.algo, "critic" in self.groups
-        with self.timer("generate"):
-            ro = self.generate(prompt_batch(self, a.prompts_per_step),
-                               self.cfg.sampling.params(seed=self.cfg.seed * 100003 + self.step_idx))
-        batch = ro.padded(self.pad_id)
-        mask = batch["response_mask"]
-        with self.timer("score"):  # all scorers run at once, on their own actors
-            refs = {"score": self.scatter("reward", "score", ro), "ref": self.scatter("reference", "logprobs", batch)}
-            if critic:
-                refs["values"] = self.scatter("critic", "values", batch)
-            if a.recompute_logprobs:
-                refs["old"] = self.scatter("learner", "forward_logprobs", batch)
-            scores = torch.tensor(self.gather("reward", refs["score"], "reward"), dtype=torch.float32)
-            ref_lp = self.gather("reference", refs["ref"], "reference")
-            values = self.gather("critic", refs["values"], "critic") if critic else None
-            old_lp = self.gather("learner", refs["old"], "learner logprobs") if a.recompute_logprobs else batch["logprobs"]
-        kl_tok = get_kl_estimator(a.kl_estimator)(old_lp, ref_lp) * mask
+        a, mask = self.cfg.algo, s.batch["response_mask"]
+        s.kl_tok = get_kl_estimator(a.kl_estimator)(s.old_lp, s.ref_lp) * mask
         beta = self.kl_ctl.value if a.kl_mode == "reward" else 0.0
-        token_rewards = kl_penalty_rewards(scores, old_lp, ref_lp, mask, beta, estimator=a.kl_estimator)
+        token_rewards = kl_penalty_rewards(s.scores, s.old_lp, s.ref_lp, mask, beta, estimator=a.kl_estimator)
         # Sequence estimators see the KL-shaped return sum_t r_t = score - beta * KL (TRL's RLOO, verl's
         # KL-in-reward): passing the raw scores would drop the penalty.
         shaped = masked_sum(token_rewards, mask, dim=-1)
-        adv, ret = ADV_ESTIMATORS.get(a.advantage)(
-            token_rewards=token_rewards, values=values, mask=mask, scores=shaped,
-            group_ids=torch.tensor(ro.prompt_index), gamma=a.gamma, lam=a.lam)
+        adv, s.returns = ADV_ESTIMATORS.get(a.advantage)(
+            token_rewards=token_rewards, values=s.values, mask=mask, scores=shaped,
+            group_ids=torch.tensor(s.ro.prompt_index), gamma=a.gamma, lam=a.lam)
         if a.whiten_advantages if a.whiten_advantages is not None else a.advantage == "gae":
             adv = whiten_advantages(adv, mask)
-        batch |= {"logprobs": old_lp, "advantages": adv, "ref_logprobs": ref_lp}
-        with self.timer("train"), self.device_for_training():
-            for _ in range(a.ppo_epochs):
-                stats = self.learner_train(batch, "ppo_clip", clip_eps=a.clip_eps, entropy_coef=a.entropy_coef,
-                                           kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0,
-                                           kl_estimator=a.kl_estimator, agg=a.agg)
-                if critic:
-                    stats |= self.learner_train(batch | {"returns": ret, "old_values": values}, "value_clip",
-                                                learner="critic", clip_eps=a.value_clip_eps)  # rows split over ranks
-        with self.timer("sync"):
-            stats |= self.sync_weights()
-        kl_seq = float((kl_tok.sum(1)).mean())
+        s.batch |= {"logprobs": s.old_lp, "advantages": adv, "ref_logprobs": s.ref_lp}
+
+    def update(self, s: Step) -> None:
+        """``ppo_epochs`` passes of the clipped policy loss, and of the clipped value loss with a critic."""
+        a = self.cfg.algo
+        for _ in range(a.ppo_epochs):
+            stats = self.learner_train(s.batch, "ppo_clip", clip_eps=a.clip_eps, entropy_coef=a.entropy_coef,
+                                       kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0,
+                                       kl_estimator=a.kl_estimator, agg=a.agg)
+            if "critic" in self.groups:
+                stats |= self.learner_train(s.batch | {"returns": s.returns, "old_values": s.values}, "value_clip",
+                                            learner="critic", clip_eps=a.value_clip_eps)  # rows split over ranks
+        s.stats |= stats
+
+    def metrics(self, s: Step) -> dict[str, float]:
+        from rlcustom.algos.masked import masked_mean
+
+        ro, scores, mask = s.ro, s.scores, s.batch["response_mask"]
+        kl_seq = float((s.kl_tok.sum(1)).mean())
         self.kl_ctl.update(kl_seq, len(ro))
         example = (ro.texts[0].strip().replace("\n", " ")[:160], float(scores[0]))
         self.examples = getattr(self, "examples", None) or [example]  # first step's, then the latest
         self.examples = self.examples[:1] + [example]
         if self.step_idx % self.cfg.tracking.samples_every == 0:
             self.samples = (ro.prompts or [str(p) for p in ro.prompt_ids], ro.texts, scores.tolist())
-        return stats | self.timer.summary() | {
+        return s.stats | {
             "reward/mean": float(scores.mean()), "reward/std": float(scores.std()) if len(scores) > 1 else 0.0,
             "kl/seq_mean": kl_seq, "kl/coef": float(self.kl_ctl.value),
             "rollout/response_len": float(mask.sum(1).mean()),
-            "train/advantage_mean": float(masked_mean(adv, mask)),
+            "train/advantage_mean": float(masked_mean(s.batch["advantages"], mask)),
         }
 
     def state_dict(self) -> dict:

@@ -4,7 +4,7 @@
   (``model.lora``: r=8, alpha=16, dropout 0.05 in the paper); the adapted model's logits are
   ``Q_theta(s, .)``. Each step takes ``pairs_per_step`` preference pairs (interleaved rows
   chosen, rejected, as ``dpo``) and runs the learner objective ``qadapter``
-  (:mod:`rlcustom.algos.qadapter_objectives`): residual rewards (Eq. 9) and the
+  (:mod:`rlcustom.objectives.qadapter`): residual rewards (Eq. 9) and the
   Bradley-Terry + L2 loss (Eq. 10). At the last step the adapter is written with the
   learner's ``save_adapter`` to ``OUTPUT_DIR/adapter``: the customised policy is the base
   plus this adapter decoded with ``decoder=qadapter`` (Eq. 4), see
@@ -36,7 +36,7 @@
 * ``replay`` (the paper's Replay baseline, Appendix B.3): SFT on the chosen replies mixed
   with "original-task" examples, ``pi_1``'s own greedy answers to neutral prompts,
   generated once at build time with the ``hf`` engine and cached as
-  ``OUTPUT_DIR/replay.jsonl`` (:func:`rlcustom.trainers.replay_examples.original_task_examples`).
+  ``OUTPUT_DIR/replay.jsonl`` (:func:`rlcustom.data.original_task.original_task_examples`).
 
 The other baselines are existing trainers on the same ``data.prompts`` pairs: ``sft``
 (``load_sft`` takes each HH pair's chosen reply) and ``dpo`` (reference = ``pi_1``).
@@ -45,13 +45,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rlcustom.config import non_negative, positive, register_section, unit_interval
 from rlcustom.errors import ConfigError
 from rlcustom.trainers.base import register_trainer
 from rlcustom.trainers.offline import DatasetTrainer, encode_pairs
 from rlcustom.trainers.roles import build_learner, build_reference, first_last
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _check_even_micro_batch(trainer) -> None:
@@ -113,12 +116,12 @@ class QAdapterTrainer(DatasetTrainer):
         todo = [r for r in rows if r["_row"] not in self.base_cache]
         if not todo:
             return None
-        return todo, self.scatter("reference", "response_hidden", self.pair_batch(todo), self.cfg.algo.cache_dtype)
+        return todo, self.groups["reference"].scatter("response_hidden", self.pair_batch(todo), self.cfg.algo.cache_dtype)
 
     def _collect_hidden(self, pending) -> None:
         if pending is not None:
             todo, refs = pending
-            hs = self.gather("reference", refs, "reference.response_hidden")
+            hs = self.groups["reference"].gather(refs, "reference.response_hidden")
             for j, r in enumerate(todo):
                 self.base_cache[r["_row"]] = [hs[2 * j], hs[2 * j + 1]]
 
@@ -190,7 +193,7 @@ class ReplayTrainer(DatasetTrainer):
 
     def build(self) -> None:
         from rlcustom.data.loaders import load_prompts, load_sft
-        from rlcustom.trainers.replay_examples import NEUTRAL_PROMPTS, original_task_examples
+        from rlcustom.data.original_task import NEUTRAL_PROMPTS, original_task_examples
 
         d, a = self.cfg.data, self.cfg.algo
         build_learner(self)

@@ -29,7 +29,7 @@ def build_learner(trainer: "Trainer", role: str = "learner", model=None, model_k
                   num_layers: int | None = None):
     from rlcustom.actors.learner import LearnerActor
     from rlcustom.runtime.runtime import free_port
-    from rlcustom.runtime.weight_sync import WeightSyncMixin
+    from rlcustom.engines.weight_sync import WeightSyncMixin
 
     cls = type("SyncedLearner", (LearnerActor, WeightSyncMixin), {})
     rc, cfg = trainer.role_cfg(role), trainer.cfg
@@ -71,24 +71,6 @@ def build_reference(trainer: "Trainer", role: str = "reference", model_path: str
     return trainer.add_role(role, ReferenceActor, lambda i: (
         (model_path or cfg.model.path,), {"dtype": cfg.model.dtype, "trust_remote_code": cfg.model.trust_remote_code,
                                           "seed": cfg.seed, "num_threads": _threads(trainer, role), "rank": i}))
-
-
-def prompt_batch(trainer: "Trainer", n: int) -> list[list[int]]:
-    """The next ``n`` prompts (token ids) in a seeded order; position = step * n, so resume is exact."""
-    import random
-
-    if getattr(trainer, "_prompt_set", None) is None:
-        from rlcustom.data.prompting import build_prompts
-        from rlcustom.models.loading import load_tokenizer
-
-        tok = load_tokenizer(trainer.cfg.model.path, trust_remote_code=trainer.cfg.model.trust_remote_code)
-        ps = build_prompts(trainer.cfg.data, tok, seed=trainer.cfg.seed)
-        order = list(range(len(ps.ids)))
-        random.Random(trainer.cfg.seed).shuffle(order)
-        trainer._prompt_set, trainer._prompt_order = ps, order
-    ps, order = trainer._prompt_set, trainer._prompt_order
-    start = trainer.step_idx * n
-    return [ps.ids[order[(start + j) % len(order)]] for j in range(n)]
 
 
 def first_last(history: list[dict], key: str, k: int = 3) -> str:

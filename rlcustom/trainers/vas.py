@@ -47,7 +47,9 @@ import torch
 
 from rlcustom.config import check, non_negative, positive, register_section, to_dict, unit_interval
 from rlcustom.errors import RLCustomError
-from rlcustom.trainers.base import Trainer, register_trainer
+from rlcustom.fsutil import atomic_write_text
+from rlcustom.trainers.base import register_trainer
+from rlcustom.trainers.pipeline import PipelineTrainer, Step
 from rlcustom.trainers.roles import build_reward, build_rollout, build_value, first_last
 
 
@@ -103,8 +105,9 @@ def td_batch(rows: list[dict], pad_id: int, terminal_state: bool = True) -> tupl
 
 
 @register_trainer("vas")
-class VASTrainer(Trainer):
-    """Sample + label with pi_0 once, then fit a value model with TD(lambda) (VAS Section 3.3)."""
+class VASTrainer(PipelineTrainer):
+    """Sample + label with pi_0 once (the pipeline's generate and score stages), then fit a value model with
+    TD(lambda) (VAS Section 3.3); ``step()`` is the value update."""
 
     roles_used = ("rollout", "reward", "value")
     stateful_roles = ("value",)
@@ -149,11 +152,8 @@ class VASTrainer(Trainer):
         if rows is None:
             with self.timer("sample"):
                 rows, stats = self._sample()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            tmp.replace(path)
-            meta_path.write_text(json.dumps(want, indent=2, sort_keys=True) + "\n")
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+            atomic_write_text(meta_path, json.dumps(want, indent=2, sort_keys=True) + "\n")
         rows = [r for r in rows if r.get("prompt_ids") and r.get("response_ids") is not None]
         if not rows:
             raise RLCustomError(f"vas: {path} holds no usable samples")
@@ -168,37 +168,39 @@ class VASTrainer(Trainer):
                         "value/val_samples": float(len(self.val_rows))}
 
     def _sample(self) -> tuple[list[dict], dict[str, float]]:
-        from rlcustom.data.prompting import build_prompts
-        from rlcustom.models.loading import load_tokenizer
-
-        a, cfg = self.cfg.algo, self.cfg
-        tok = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
-        ps = build_prompts(cfg.data, tok, seed=cfg.seed)
-        order = list(range(len(ps.ids)))
-        random.Random(cfg.seed).shuffle(order)
+        """``algo.samples`` completions of pi_0 with their rewards: the pipeline's generate and score stages over
+        the sampler's prompt stream, from its start (the dataset depends on the settings only)."""
+        a, cfg, sampler = self.cfg.algo, self.cfg, self.sampler
         params = cfg.sampling.params(seed=cfg.seed * 100003)
         if a.temperature is not None:
             params = params.with_(temperature=a.temperature)
         params = params.with_(n=a.samples_per_prompt)
+        sampler.load_state_dict({"position": 0})
         rows: list[dict] = []
-        call, pos = 0, 0
+        call = 0
         while len(rows) < a.samples:
             need = -(-(a.samples - len(rows)) // a.samples_per_prompt)
-            m = min(a.prompts_per_batch, need)
-            idx = [order[(pos + j) % len(order)] for j in range(m)]
-            pos += m
-            ro = self.generate([ps.ids[i] for i in idx], params.with_(seed=params.seed + 7 * call))
-            scores = self.gather("reward", self.scatter("reward", "score", ro), "reward")
+            idx = sampler.take_indices(min(a.prompts_per_batch, need))
+            s = Step(prompts=[sampler.prompts.ids[i] for i in idx], params=params.with_(seed=params.seed + 7 * call))
+            self.generate(s)
+            self.score(s)
+            ro = s.ro
             for i in range(len(ro)):
                 rows.append({"prompt_ids": ro.prompt_ids[i], "response_ids": ro.response_ids[i],
-                             "reward": float(scores[i]), "finish_reason": ro.finish_reasons[i],
+                             "reward": float(s.scores[i]), "finish_reason": ro.finish_reasons[i],
                              "prompt_index": int(idx[ro.prompt_index[i]]), "completion": ro.texts[i]})
             call += 1
         rows = rows[: a.samples]
+        tok = sampler.tokenizer
         self.samples = ([tok.decode(r["prompt_ids"]) for r in rows[:16]], [r["completion"] for r in rows[:16]],
                         [r["reward"] for r in rows[:16]])
         lens = [len(r["response_ids"]) for r in rows]
         return rows, {"rollout/response_len": sum(lens) / len(lens), "rollout/samples": float(len(rows))}
+
+    def score(self, s: Step) -> None:
+        """Rewards as the reward actors return them (Python floats, written to the dataset unrounded)."""
+        g = self.groups["reward"]
+        s.scores = g.gather(g.scatter("score", s.ro), "reward")
 
     def _next_rows(self, n: int) -> list[dict]:
         rows = self.train_rows or []

@@ -16,7 +16,7 @@ import torch
 from rlcustom.algos.ppo import ppo_value_loss
 from rlcustom.algos.td_lambda import value_mse_loss
 from rlcustom.models.heads import response_values
-from rlcustom.registry import OBJECTIVES
+from rlcustom.registry import register_objective
 
 
 def _targets(batch: dict) -> torch.Tensor:
@@ -30,7 +30,7 @@ def _floats(stats: dict, prefix: str = "value/") -> dict[str, float]:
     return {prefix + k.removeprefix("value_"): float(v) for k, v in stats.items()}
 
 
-@OBJECTIVES.register("value_mse")
+@register_objective("value_mse", loss=value_mse_loss)
 def value_mse(model, batch: dict) -> tuple[torch.Tensor, dict]:
     """Token-mean squared error of V(s_t) against ``returns``/``targets`` over ``response_mask``."""
     v = response_values(model, batch)
@@ -38,7 +38,7 @@ def value_mse(model, batch: dict) -> tuple[torch.Tensor, dict]:
     return loss, _floats(stats)
 
 
-@OBJECTIVES.register("value_clip")
+@register_objective("value_clip", loss=ppo_value_loss)
 def value_clip(model, batch: dict, clip_eps: float = 0.2) -> tuple[torch.Tensor, dict]:
     """PPO's clipped value loss around ``old_values`` (plain ``0.5 * MSE`` when the batch has none)."""
     v = response_values(model, batch)

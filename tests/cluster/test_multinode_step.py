@@ -12,6 +12,8 @@ from rlcustom.trainers.pg import PGTrainer
 def two_nodes():
     from ray.cluster_utils import Cluster
 
+    if ray.is_initialized():  # the suite's shared local Ray: this module needs a cluster of its own
+        ray.shutdown()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     for _ in range(2):
         c.add_node(num_cpus=2)

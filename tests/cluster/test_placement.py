@@ -12,6 +12,8 @@ from rlcustom.runtime.placement import SchedulingError, place_roles, plan_groups
 def cluster():
     from ray.cluster_utils import Cluster
 
+    if ray.is_initialized():  # the suite's shared local Ray: this module needs a cluster of its own
+        ray.shutdown()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     nodes = [c.add_node(num_cpus=2, num_gpus=2) for _ in range(3)]
     ray.init(address=c.address)

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import ray
 
 from rlcustom.config import load_config
 from rlcustom.trainers import run_trainer

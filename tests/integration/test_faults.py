@@ -249,18 +249,26 @@ def test_reward_and_reference_actors_killed_mid_step(tiny_dir, prompts_file, tmp
         plan = {(2, "reward"), (3, "reference")}
         pids: dict = {}
 
-        def scatter(self, role, method, payload, *args, **kwargs):
-            step_role = (self.step_idx + 1, role)
-            pid = None
-            if step_role in self.plan:  # freeze the process so that the call is surely still in flight
-                self.plan.discard(step_role)
-                pid = self.groups[role].get(self.groups[role].actors[0].ready.remote())["pid"]
-                os.kill(pid, signal.SIGSTOP)
-            refs = super().scatter(role, method, payload, *args, **kwargs)
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)  # a crash, not a clean exit: Ray restarts the actor
-                Killer.pids[role] = pid
-            return refs
+        def build(self):
+            super().build()
+            for role in ("reward", "reference"):  # wrap the groups' dispatch: the kill lands mid-call
+                self.groups[role].scatter = self.killing(role, self.groups[role].scatter)
+
+        def killing(self, role, scatter):
+            def wrapped(method, payload, *args, **kwargs):
+                step_role = (self.step_idx + 1, role)
+                pid = None
+                if step_role in self.plan:  # freeze the process so that the call is surely still in flight
+                    self.plan.discard(step_role)
+                    pid = self.groups[role].get(self.groups[role].actors[0].ready.remote())["pid"]
+                    os.kill(pid, signal.SIGSTOP)
+                refs = scatter(method, payload, *args, **kwargs)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)  # a crash, not a clean exit: Ray restarts the actor
+                    Killer.pids[role] = pid
+                return refs
+
+            return wrapped
 
     res = Killer(real_cfg("ppo", tiny_dir, prompts_file, tmp_path / "run", "steps=3", "save_every=1",
                           "algo.advantage=grpo")).fit()

@@ -9,7 +9,6 @@ clipped at 0.2 against 1.0 for the constraint gradient (the separate clipping of
 import json
 
 import pytest
-import ray
 
 from rlcustom.config import load_config
 from rlcustom.trainers import run_trainer

@@ -188,11 +188,8 @@ def test_weight_meta_and_names(tiny_dir, tiny):
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
+def ray_session(local_ray):
+    return pytest.importorskip("ray")  # the session's shared Ray (conftest)
 
 
 @pytest.fixture

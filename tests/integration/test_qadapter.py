@@ -4,7 +4,6 @@ baseline and the forgetting metric."""
 import json
 
 import pytest
-import ray
 import torch
 
 from rlcustom.algos.qadapter import qadapter_logits, qadapter_loss, residual_rewards
@@ -46,7 +45,7 @@ def test_objective_matches_hand_computation(base_forward):
     Tolerance: 1e-5 abs on the loss/stats (float32; 'paired' runs a 2B-row batched forward)."""
     from peft import LoraConfig, get_peft_model
 
-    from rlcustom.algos.qadapter_objectives import qadapter
+    from rlcustom.objectives.qadapter import qadapter
     from rlcustom.models.tiny import tiny_llama
 
     base, tok = tiny_llama(0, initializer_range=0.2)

@@ -17,7 +17,7 @@ def test_signal_checkpoints_and_finishes(sig, tiny_dir, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in ["Say hi.", "Name a color."]))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rlcustom.cli", "train", "--", f"trainer=pg", f"model.path={tiny_dir}",
+    cmd = [sys.executable, "-m", "rlcustom.cli", "train", "--", "trainer=pg", f"model.path={tiny_dir}",
            f"output_dir={out}", f"data.prompts={prompts}", "data.split=all", "steps=500", "engine=hf",
            "sampling.max_new_tokens=4", "algo.prompts_per_step=2", "reward.spec=length_tokens",
            "tracking.mode=offline", "roles.learner.cpus=0.5", "roles.learner.zero_stage=0",

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from rlcustom.algos.td_lambda import td_lambda_targets
-from rlcustom.decoding.value_cache import ValueCache
-from rlcustom.decoding.vas import VASBlackBoxStep, VASStep, vas_blackbox_decoder, vas_decoder
+from rlcustom.decoding.vas import ValueCache, vas_blackbox_decoder, vas_decoder
 from rlcustom.engines.base import SamplingParams
 from rlcustom.engines.hf import HFEngine, left_pad
 from rlcustom.models.heads import ValueModel
@@ -139,25 +138,19 @@ def prompts_file(tmp_path_factory):
     return p
 
 
-def test_vas_trainer_then_reward_rises_with_beta(stopping_tiny_dir, prompts_file, tmp_path):
-    import ray
-
+def test_vas_trainer_then_reward_rises_with_beta(local_ray, stopping_tiny_dir, prompts_file, tmp_path):
     from rlcustom.config import load_config
     from rlcustom.models.loading import load_causal_lm, load_tokenizer
     from rlcustom.trainers import run_trainer
 
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        overrides = [
-            "trainer=vas", f"model.path={stopping_tiny_dir}", f"output_dir={tmp_path}", f"data.prompts={prompts_file}",
-            "data.split=all", "steps=24", "seed=0", "engine=hf", "sampling.max_new_tokens=12",
-            "algo.samples=96", "algo.samples_per_prompt=12", "algo.prompts_per_batch=8", "algo.temperature=1.0",
-            "algo.batch_size=32", "algo.lr=3e-3", "algo.eval_every=12", "algo.val_fraction=0.25",
-            "optim.micro_batch_size=32", "reward.spec=length_tokens", "reward.kwargs.scale=-0.2",
-            "roles.rollout.cpus=0.5", "roles.reward.cpus=0.25", "roles.value.cpus=0.5", "tracking.mode=offline"]
-        res = run_trainer(load_config(None, overrides))
-    finally:
-        ray.shutdown()
+    overrides = [
+        "trainer=vas", f"model.path={stopping_tiny_dir}", f"output_dir={tmp_path}", f"data.prompts={prompts_file}",
+        "data.split=all", "steps=24", "seed=0", "engine=hf", "sampling.max_new_tokens=12",
+        "algo.samples=96", "algo.samples_per_prompt=12", "algo.prompts_per_batch=8", "algo.temperature=1.0",
+        "algo.batch_size=32", "algo.lr=3e-3", "algo.eval_every=12", "algo.val_fraction=0.25",
+        "optim.micro_batch_size=32", "reward.spec=length_tokens", "reward.kwargs.scale=-0.2",
+        "roles.rollout.cpus=0.5", "roles.reward.cpus=0.25", "roles.value.cpus=0.5", "tracking.mode=offline"]
+    res = run_trainer(load_config(None, overrides))
     hist = res["history"]
     loss = [h["value/loss"] for h in hist]
     assert mean(loss[-4:]) < 0.5 * mean(loss[:2]), loss

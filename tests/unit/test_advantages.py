@@ -109,8 +109,8 @@ def test_uniform_grpo_rloo_reinforce():
     assert adv.shape == m.shape
 
 
-def test_uniform_extra_kwargs_and_scores_fallback():
-    kw = dict(UNIFORM, scores=None, some_future_option=True)
+def test_uniform_scores_fallback():
+    kw = dict(UNIFORM, scores=None)  # (unknown options are a TypeError: test_a_misspelt_option_is_an_error_not_ignored)
     # scores from masked token-reward sums: [1, 3, 2] (the same as above)
     adv, _ = ADV_ESTIMATORS.get("reinforce")(**kw)
     torch.testing.assert_close(adv, T([[1.0, 1.0, 0.0], [3.0, 3.0, 3.0], [2.0, 0.0, 0.0]]))
@@ -126,3 +126,13 @@ def test_uniform_gae_and_missing_groups():
     torch.testing.assert_close(adv, T([[0.5, 0.5, 0.0], [3.0, 3.0, 3.0], [1.0, 0.0, 0.0]]))
     with pytest.raises(ValueError):
         ADV_ESTIMATORS.get("grpo")(**dict(UNIFORM, group_ids=None))
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo", "reinforce", "gae"])
+def test_a_misspelt_option_is_an_error_not_ignored(name):
+    kw = dict(UNIFORM, values=torch.zeros_like(UNIFORM["mask"], dtype=torch.float32)) if name == "gae" else UNIFORM
+    with pytest.raises(TypeError):
+        ADV_ESTIMATORS.get(name)(**kw, sclae=False)
+    if name == "grpo":  # the real option still works
+        adv, _ = ADV_ESTIMATORS.get(name)(**kw, scale=False)
+        assert adv.shape == UNIFORM["mask"].shape

@@ -13,7 +13,7 @@ from rlcustom.algos.ppo import (
     ppo_policy_loss,
     ppo_value_loss,
 )
-from rlcustom.registry import LOSSES
+from rlcustom.registry import OBJECTIVES
 
 T = torch.tensor
 
@@ -146,5 +146,8 @@ def test_policy_loss_agg_seq():
 
 
 def test_registered():
-    assert LOSSES.get("ppo_clip") is ppo_policy_loss
-    assert LOSSES.get("value_clip") is ppo_value_loss
+    import rlcustom.actors.value  # noqa: F401  (registers the value objectives)
+    import rlcustom.objectives  # noqa: F401  (registers the policy objectives)
+
+    assert OBJECTIVES.get("ppo_clip").loss is ppo_policy_loss  # the one table: each objective names its loss
+    assert OBJECTIVES.get("value_clip").loss is ppo_value_loss

@@ -12,7 +12,7 @@ from rlcustom.algos.preference import (
     sft_loss,
     token_logprobs_from_logits,
 )
-from rlcustom.registry import LOSSES
+from rlcustom.registry import OBJECTIVES
 
 T = torch.tensor
 D = torch.float64
@@ -152,6 +152,8 @@ def test_sft_loss_is_token_mean_over_batch():
 
 
 def test_registered():
-    assert LOSSES.get("bt") is bradley_terry_loss
-    assert LOSSES.get("dpo") is dpo_loss
-    assert LOSSES.get("sft") is sft_loss
+    import rlcustom.objectives  # noqa: F401  (registers the objectives: the one table of losses)
+
+    assert OBJECTIVES.get("bt_reward").loss is bradley_terry_loss
+    assert OBJECTIVES.get("dpo").loss is dpo_loss
+    assert OBJECTIVES.get("sft").loss is None  # its NLL is taken from response log-probs directly, not sft_loss

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlcustom.algos.qadapter import qadapter_logits, qadapter_loss, residual_rewards
-from rlcustom.registry import LOSSES
+from rlcustom.registry import OBJECTIVES
 
 LN = math.log
 F64 = torch.float64
@@ -130,7 +130,9 @@ def test_qadapter_loss_batch_and_registry():
     assert loss.item() == pytest.approx(bt + 0.1 * 6.25 / 6, abs=1e-6)
     assert stats["accuracy"].item() == 0.5
     assert stats["margin"].item() == pytest.approx(0.75)
-    assert LOSSES.get("qadapter") is qadapter_loss
+    import rlcustom.objectives  # noqa: F401  (registers the objectives)
+
+    assert OBJECTIVES.get("qadapter").loss is qadapter_loss  # the one table: the objective applies this loss
 
 
 def test_qadapter_logits():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rlcustom.algos.td_lambda import td_lambda_targets, value_mse_loss
-from rlcustom.registry import LOSSES
+from rlcustom.registry import OBJECTIVES
 
 # One episode of 3 tokens: V(s_0..s_2) = 1, 2, 3; the reward 1 arrives at the last token.
 V = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
@@ -72,6 +72,8 @@ def test_value_mse_loss():
     torch.testing.assert_close(values.grad, torch.tensor([[-1.0, 0.0, 0.0]]))
     assert stats["value_mean"].item() == pytest.approx(1.5)
     assert stats["target_mean"].item() == pytest.approx(2.0)
-    assert LOSSES.get("td_lambda") is value_mse_loss
+    import rlcustom.actors.value  # noqa: F401  (registers the value objectives)
+
+    assert OBJECTIVES.get("value_mse").loss is value_mse_loss
     empty, _ = value_mse_loss(values.detach(), targets, torch.zeros_like(mask))
     assert empty.item() == 0.0

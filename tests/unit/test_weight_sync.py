@@ -4,7 +4,7 @@ import threading
 import torch
 
 from rlcustom.runtime.runtime import free_port
-from rlcustom.runtime.weight_sync import SyncGroup, buckets, meta_of
+from rlcustom.engines.weight_sync import SyncGroup, buckets, meta_of
 
 
 def test_buckets_split_by_dtype_and_size():

@@ -43,7 +43,7 @@ import torch
 
 from rlcustom.algos.qadapter import qadapter_loss, residual_rewards
 from rlcustom.models.forward import response_logits
-from rlcustom.registry import OBJECTIVES
+from rlcustom.registry import register_objective
 
 __all__ = ["qadapter", "peft_module", "adapter_disabled", "paired_response_logits", "pair_rewards"]
 
@@ -130,7 +130,7 @@ def pair_rewards(q_logits: torch.Tensor, base_logprobs: torch.Tensor, batch: dic
     return residual_rewards(q_logits, base_logprobs, actions, mask, alpha=alpha, alpha0=alpha0, gamma=gamma)
 
 
-@OBJECTIVES.register("qadapter")
+@register_objective("qadapter", loss=qadapter_loss)
 def qadapter(model, batch: dict, *, alpha: float = 1.0, alpha0: float = 0.01, gamma: float = 1.0, beta: float = 0.1,
              length_normalize: bool = False, base_forward: str = "separate", **_) -> tuple[torch.Tensor, dict]:
     """Q-Adapter loss (Eq. 10) on interleaved (chosen, rejected) rows.

@@ -1,20 +1,16 @@
-"""Learner objectives: what ``LearnerActor.train_step(batch, loss_name)`` optimises.
-
-An objective is ``fn(model, batch, **kwargs) -> (loss, stats)``; it runs the
-forward it needs (so Q-Adapter can read base and adapted logits in one pass)
-and combines the pure math of ``rlcustom.algos``. Register one with
-``@OBJECTIVES.register("name")`` and a trainer can ask for it by name.
-"""
+"""Policy objectives: REINFORCE, SFT, PPO-clip, DPO and the Bradley-Terry reward model (see :mod:`rlcustom.objectives`)."""
 from __future__ import annotations
 
 import torch
 
 from rlcustom.algos.masked import masked_mean
 from rlcustom.models.forward import response_logprobs
-from rlcustom.registry import OBJECTIVES
+from rlcustom.algos.ppo import ppo_policy_loss
+from rlcustom.algos.preference import bradley_terry_loss, dpo_loss
+from rlcustom.registry import register_objective
 
 
-@OBJECTIVES.register("reinforce")
+@register_objective("reinforce")
 def reinforce(model, batch: dict, **_) -> tuple[torch.Tensor, dict]:
     """Vanilla policy gradient: -A * log pi(y_t), token-mean over the batch (Williams 1992)."""
     lp = response_logprobs(model, batch)
@@ -26,7 +22,7 @@ def reinforce(model, batch: dict, **_) -> tuple[torch.Tensor, dict]:
     return loss, {"train/pg_loss": float(loss.detach()), "train/logprob": float(masked_mean(lp.detach(), mask))}
 
 
-@OBJECTIVES.register("sft")
+@register_objective("sft")
 def sft(model, batch: dict, **_) -> tuple[torch.Tensor, dict]:
     """Next-token NLL of the response tokens only (prompt masked out)."""
     lp = response_logprobs(model, batch)
@@ -34,7 +30,7 @@ def sft(model, batch: dict, **_) -> tuple[torch.Tensor, dict]:
     return loss, {"train/nll": float(loss.detach())}
 
 
-@OBJECTIVES.register("ppo_clip")
+@register_objective("ppo_clip", loss=ppo_policy_loss)
 def ppo_clip(model, batch: dict, *, clip_eps: float = 0.2, clip_eps_high: float | None = None,
              entropy_coef: float = 0.0, kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token",
              **_) -> tuple[torch.Tensor, dict]:
@@ -64,7 +60,7 @@ def ppo_clip(model, batch: dict, *, clip_eps: float = 0.2, clip_eps_high: float 
     return loss, stats
 
 
-@OBJECTIVES.register("dpo")
+@register_objective("dpo", loss=dpo_loss, weighting="rows")  # a sequence-level loss
 def dpo(model, batch: dict, *, beta: float = 0.1, label_smoothing: float = 0.0, **_) -> tuple[torch.Tensor, dict]:
     """DPO (Rafailov et al. 2023, Eq. 7). Rows are interleaved pairs: even rows chosen, odd rows the
     rejected answer to the same prompt (so sharding by even row counts keeps pairs whole);
@@ -80,10 +76,8 @@ def dpo(model, batch: dict, *, beta: float = 0.1, label_smoothing: float = 0.0, 
     return loss, {f"train/{k}": float(v) for k, v in st.items()} | {"train/dpo_loss": float(loss.detach())}
 
 
-dpo.weighting = "rows"  # a sequence-level loss: micro-batches weigh by rows, not tokens
 
-
-@OBJECTIVES.register("bt_reward")
+@register_objective("bt_reward", loss=bradley_terry_loss, weighting="rows")
 def bt_reward(model, batch: dict, *, margin: float | None = None, **_) -> tuple[torch.Tensor, dict]:
     """Bradley-Terry reward-model loss (Ouyang et al. 2022, Eq. 1) on interleaved (chosen, rejected) rows;
     ``model`` returns one scalar per sequence (a :class:`~rlcustom.models.heads.RewardModel`)."""
@@ -99,8 +93,3 @@ def bt_reward(model, batch: dict, *, margin: float | None = None, **_) -> tuple[
                   "train/reward_margin": float((scores[0::2] - scores[1::2]).detach().mean())}
 
 
-bt_reward.weighting = "rows"
-
-
-import rlcustom.algos.l3m_objectives  # noqa: F401,E402  (registers "l3m_constraint")
-import rlcustom.algos.qadapter_objectives  # noqa: F401,E402  (registers "qadapter")

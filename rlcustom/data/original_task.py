@@ -1,15 +1,12 @@
-"""Replay examples for Q-Adapter's forgetting baseline: ``pi_1``'s own greedy answers to neutral prompts.
-
-The ``replay`` trainer mixes them into SFT; :mod:`rlcustom.eval.qadapter` measures
-forgetting on them.
-"""
+"""A model's "original task": its greedy answers to neutral prompts (Q-Adapter's forgetting measure and the
+Replay baseline's replay data), generated once with the ``hf`` engine and cached as JSONL."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["NEUTRAL_PROMPTS", "original_task_examples"]
+from rlcustom.fsutil import atomic_write_text
 
 # General-purpose instructions unrelated to any preference dataset: pi_1's answers to them
 # stand for its "original task" (what customisation should not forget).
@@ -33,14 +30,6 @@ NEUTRAL_PROMPTS = (
 )
 
 
-def as_causal_lm(path_or_model, *, dtype: str = "float32", trust_remote_code: bool = False):
-    from rlcustom.models.loading import load_causal_lm
-
-    if isinstance(path_or_model, (str, Path)):
-        return load_causal_lm(path_or_model, dtype=dtype, trust_remote_code=trust_remote_code)
-    return path_or_model
-
-
 def original_task_examples(base, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS, *, max_new_tokens: int = 64,
                            chat_template: bool = True, cache: str | Path | None = None,
                            dtype: str = "float32") -> list[dict[str, str]]:
@@ -61,13 +50,13 @@ def original_task_examples(base, tokenizer, prompts: Sequence[str] = NEUTRAL_PRO
         rows = [json.loads(line) for line in Path(cache).read_text().splitlines() if line.strip()]
         if [r["prompt"] for r in rows] == texts and all(r.get("max_new_tokens") == max_new_tokens for r in rows):
             return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
-    model = as_causal_lm(base, dtype=dtype)
+    if isinstance(base, (str, Path)):
+        from rlcustom.models.loading import load_causal_lm
+
+        base = load_causal_lm(base, dtype=dtype)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
-    ro = HFEngine(model, tokenizer).generate(texts, params)
+    ro = HFEngine(base, tokenizer).generate(texts, params)
     out = [{"prompt": texts[i], "completion": ro.texts[j]} for j, i in enumerate(ro.prompt_index)]
     if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(cache) + ".tmp")
-        tmp.write_text("".join(json.dumps(r | {"max_new_tokens": max_new_tokens}) + "\n" for r in out))
-        tmp.replace(cache)
+        atomic_write_text(cache, "".join(json.dumps(r | {"max_new_tokens": max_new_tokens}) + "\n" for r in out))
     return out

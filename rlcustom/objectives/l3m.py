@@ -1,8 +1,7 @@
 """Learner objective of the L3M constraint step (and of the min-max baseline's constraint step).
 
-Registered into :data:`~rlcustom.registry.OBJECTIVES`; ``rlcustom.algos.objectives``
-imports this module at its end, so every learner process that looks objectives up
-has it.
+Registered into :data:`~rlcustom.registry.OBJECTIVES` when :mod:`rlcustom.objectives` is imported
+(every learner process does).
 
 ``l3m_constraint`` is the policy-gradient part of L3M Eq. (11),
 
@@ -23,7 +22,7 @@ import torch
 
 from rlcustom.algos.l3m import l3m_constraint_loss
 from rlcustom.models.forward import response_logprobs
-from rlcustom.registry import OBJECTIVES
+from rlcustom.registry import register_objective
 
 
 def normalised_seq_logprobs(lp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -31,7 +30,7 @@ def normalised_seq_logprobs(lp: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     return (lp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
-@OBJECTIVES.register("l3m_constraint")
+@register_objective("l3m_constraint", loss=l3m_constraint_loss)
 def l3m_constraint(model, batch: dict, *, bounds: Sequence[float], weights: Sequence[float],
                    loo_baseline: bool = False, **_) -> tuple[torch.Tensor, dict]:
     """REINFORCE surrogate of ``sum_i w_i dC_i`` (L3M Eqs. 11-12) on length-normalised log-likelihoods.

@@ -1,0 +1,120 @@
+"""Loading: YAML file, then ``a.b=value`` overrides, each validated so that an error names its source.
+
+A trainer's ``algo:`` section is typed by the dataclass it registered (:func:`register_section`);
+the registrations come from plugins, imported by name before the first lookup
+(:func:`load_plugins`: ``rlcustom.builtins`` and any ``rlcustom.plugins`` entry point). A plugin
+that fails to import raises its own error here; it is never read as "key 'algo' is not used".
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from rlcustom.config.coerce import _build, _convert, _Fail, _fmt
+from rlcustom.config.sections import SECTIONS, RunConfig
+from rlcustom.errors import ConfigError
+
+PLUGINS = ("rlcustom.builtins",)  # modules whose import registers trainers, sections, rewards, ...
+_loaded = False
+
+
+def load_plugins() -> None:
+    """Import the built-ins and every ``rlcustom.plugins`` entry point, once. Imported by name, not at the
+    top of this module: the config layer sits below the trainers that register into it."""
+    global _loaded
+    if _loaded:
+        return
+    from importlib.metadata import entry_points
+
+    for name in PLUGINS:
+        importlib.import_module(name)
+    for ep in entry_points(group="rlcustom.plugins"):
+        ep.load()
+    _loaded = True  # only once all imported: a failing plugin fails again on the next load, never silently
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}': bad key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for p in path[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[path[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def from_dict(data: Mapping[str, Any], *, source: str = "<config>", cls: type = RunConfig) -> Any:
+    """Build ``cls`` from a plain mapping; errors name ``source`` and the key."""
+    data = dict(data)
+    algo_raw = data.pop("algo", None)
+    try:
+        cfg = _build(cls, data, "")
+    except _Fail as f:
+        raise ConfigError(f"{source}: {_fmt(f)}") from None
+    if cls is RunConfig:
+        section = SECTIONS.get(cfg.trainer)
+        if section is None:
+            load_plugins()
+            section = SECTIONS.get(cfg.trainer)
+        if algo_raw is not None and section is None:
+            raise ConfigError(f"{source}: key 'algo' is not used by trainer '{cfg.trainer}'")
+        if section is not None:
+            try:
+                algo = _convert(section, algo_raw or {}, "algo")
+            except _Fail as f:
+                raise ConfigError(f"{source}: {_fmt(f)}") from None
+            cfg = dataclasses.replace(cfg, algo=algo)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), cls: type = RunConfig) -> Any:
+    """Load YAML (optional) then apply dotted overrides; validate everything.
+
+    Errors from an override name the override, so a user sees which of the
+    two sources was wrong.
+    """
+    tree = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    # validate the file alone first, so its errors name the file
+    from_dict(tree, source=source, cls=cls)
+    for ov in overrides:
+        keys, value = parse_override(ov)
+        _set_path(tree, keys, value)
+        from_dict(tree, source=f"override '{ov}'", cls=cls)
+    return from_dict(tree, source=source, cls=cls)

@@ -1,0 +1,115 @@
+"""The roles of one run: placement, worker groups, weight sync and rollouts, as a trainer uses them.
+
+:class:`RoleHost` is the runtime half of a trainer (the loop is :class:`rlcustom.trainers.base.Trainer`):
+``place()`` reserves the bundles, ``add_role()`` creates a :class:`~rlcustom.runtime.runtime.RoleGroup`,
+``rollouts()`` generates with a crashed-replica retry, ``sync_weights()`` pushes learner weights to the
+rollout engines, ``learner_train()`` runs one data-parallel update, ``shutdown()`` releases everything.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+from rlcustom.config import RoleConfig
+from rlcustom.runtime.runtime import RoleGroup, init_ray, make_group, shard_batch
+from rlcustom.runtime.transport import WeightSync, check_sync, generate_with_retry
+
+
+class RoleHost:
+    cfg: Any
+    roles_used: tuple[str, ...] = ()  # roles this trainer places (defaults fill missing ones)
+    step_idx: int
+
+    def init_roles(self) -> None:
+        self.groups: dict[str, RoleGroup] = {}
+        self.placements: dict = {}
+        self.pad_id = 0
+        self._trained_this_step = False  # set by learner_train: a retried step would update twice
+        self.weight_sync = WeightSync(self.cfg.sync, adapter_only=self.cfg.model.lora is not None,
+                                      zero3=self.role_cfg("learner").zero_stage == 3)
+
+    def event(self, msg: str) -> None:
+        raise NotImplementedError
+
+    def role_cfg(self, role: str) -> RoleConfig:
+        return self.cfg.roles.get(role) or RoleConfig()
+
+    def place(self) -> None:
+        from rlcustom.runtime.placement import place_roles
+
+        init_ray(self.cfg.cluster)
+        roles = {r: self.role_cfg(r) for r in self.roles_used}
+        roles.update({r: rc for r, rc in self.cfg.roles.items() if r in self.roles_used})
+        self.placements = place_roles(roles, timeout_s=self.cfg.cluster.placement_timeout_s)
+
+    def add_role(self, role: str, cls: type, args_for: Callable[[int], tuple[tuple, dict]]) -> RoleGroup:
+        rc = self.role_cfg(role)
+        group = make_group(role, cls, self.placements[role], args_for=args_for, max_restarts=rc.max_restarts,
+                           timeout_s=rc.call_timeout_s)
+        self.groups[role] = group
+        return group
+
+    def wait_roles_ready(self, timeout_s: float = 900.0) -> None:
+        for g in self.groups.values():
+            g.wait_ready(timeout_s)
+
+    def sync_weights(self, learner: str = "learner", rollout: str = "rollout") -> dict[str, float]:
+        """Learner rank 0 -> every rollout replica; LoRA runs send only the adapter."""
+        return self.weight_sync(self.groups[learner], self.groups[rollout])
+
+    def check_sync(self, ro, learner: str = "learner", rollout: str = "rollout") -> dict[str, float]:
+        return check_sync(ro, self.groups[learner], self.groups[rollout], self.pad_id,
+                          self.role_cfg(learner).zero_stage == 3)
+
+    def rollouts(self, prompts: list, params, rollout: str = "rollout", attempts: int = 3):
+        """Prompts split over rollout replicas; a crashed replica costs a retry of this call only."""
+        rg = self.groups[rollout]
+
+        def on_death(e: BaseException, attempt: int) -> None:
+            self.event(f"step {self.step_idx}: rollout actor died ({type(e).__name__}); "
+                       f"retrying the generate call after a weight re-sync (attempt {attempt + 2}/{attempts})")
+            rg.wait_ready(600)  # Ray restarts it (max_restarts); its weights are the initial ones
+            self.weight_sync.ready = False
+            if "learner" in self.groups:
+                self.sync_weights(rollout=rollout)
+
+        return generate_with_retry(rg, prompts, params, on_death=on_death, attempts=attempts, step=self.step_idx)
+
+    @contextlib.contextmanager
+    def device_for_training(self, rollout: str = "rollout", learner: str = "learner"):
+        """Rollout engines that share GPUs with the learner sleep (free their memory) while it trains."""
+        rc, lc = self.role_cfg(rollout), self.role_cfg(learner)
+        shared = (rc.colocate_with == learner or lc.colocate_with == rollout) and (rc.gpus or lc.gpus)
+        rg = self.groups.get(rollout)
+        if shared and rg is not None:
+            rg.broadcast("sleep")
+        try:
+            yield
+        finally:
+            if shared and rg is not None:
+                rg.broadcast("wake")
+
+    def learner_train(self, batch: dict, loss: str, learner: str = "learner", **kw) -> dict[str, float]:
+        """Rows split across learner ranks (data parallel); stats averaged over ranks."""
+        lg = self.groups[learner]
+        self._trained_this_step = True
+        shards = shard_batch(batch, len(lg))
+        stats = lg.get([a.train_step.remote(s, loss, **kw) for a, s in zip(lg.actors, shards)], f"{learner}.train_step")
+        keys = set().union(*stats)
+        return {k: sum(s.get(k, 0.0) for s in stats) / len(stats) for k in keys}
+
+    def shutdown(self) -> None:
+        import ray
+
+        from rlcustom.runtime.placement import release
+
+        for g in self.groups.values():
+            for a in g.actors:
+                try:
+                    ray.kill(a)
+                except Exception:  # noqa: BLE001
+                    pass
+        self.groups = {}
+        if self.placements:
+            release(self.placements)
+            self.placements = {}
