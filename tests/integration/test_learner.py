@@ -63,7 +63,7 @@ def rows(batch: dict, start: int, stop: int) -> dict:
 
 def reference_grads(model_dir, batch: dict, objective: str) -> dict[str, torch.Tensor]:
     """Plain torch: one forward/backward of the full batch, no DeepSpeed."""
-    from rlcustom.algos import objectives  # noqa: F401 - registers the objectives
+    import rlcustom.objectives  # noqa: F401 - registers the objectives
     from rlcustom.models.loading import load_causal_lm
     from rlcustom.registry import OBJECTIVES
 
