@@ -101,22 +101,11 @@ class Jobs:
 def redact_text(text: str) -> str:
     from rlcustom.tracking import redact
 
-    out = redact(text)
-    for v in (os.environ.get("WANDB_API_KEY"), os.environ.get("RAY_AUTH_TOKEN"), auth_token()):
-        if v and len(v) >= 6:  # (a one-letter "key" would blank every such letter)
-            out = out.replace(v, "***")
-    return out
+    return redact(text, also=[auth_token()])
 
 
 def redacted(obj: Any) -> Any:
     """What may be shown of a runtime_env / job details: secret-looking keys and env secrets masked."""
     from rlcustom.tracking import redact
 
-    def walk(o: Any) -> Any:
-        if isinstance(o, Mapping):
-            return {k: walk(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [walk(v) for v in o]
-        return redact_text(o) if isinstance(o, str) else o
-
-    return walk(redact(obj))
+    return redact(obj, also=[auth_token()])

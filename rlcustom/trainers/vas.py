@@ -116,6 +116,11 @@ class VASTrainer(PipelineTrainer):
         a = self.cfg.algo
         build_rollout(self)
         build_reward(self)
+        if self.role_cfg("value").replicas > 1:  # its steps call one actor; ranks would wait in a collective
+            from rlcustom.errors import ConfigError
+
+            raise ConfigError("roles.value.replicas: the vas trainer fits its value model on 1 replica; "
+                              "give it more cpus/gpus instead")
         self.value = build_value(self, "value", model_path=a.value_model, lr=a.lr, num_layers=a.value_layers)
         self.train_rows: list[dict] | None = None
         self.val_rows: list[dict] = []
@@ -214,7 +219,7 @@ class VASTrainer(PipelineTrainer):
 
     # ------------------------------------------------------------------ steps
     def _value_actor(self):
-        return self.value.actors[0]  # ValueActor replicas are not data parallel: one trains
+        return self.value.actors[0]  # one replica (build refuses more)
 
     def val_mse(self) -> float:
         a = self.cfg.algo
