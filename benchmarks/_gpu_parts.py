@@ -125,8 +125,10 @@ def sync_over_group(ctx: Ctx, learner, rollout, adapter_only: bool) -> dict:
     NCCL broadcast hands the received tensors to the engine's ``load_weights`` (what ``sync_recv``
     does with them on a second GPU).
     """
+    from benchmarks._gpu_setup import weight_sync_module
     from rlcustom.runtime.runtime import free_port
-    from rlcustom.runtime.weight_sync import meta_of
+
+    meta_of = weight_sync_module().meta_of
 
     host, port = "127.0.0.1", free_port()
     if ctx.backend == "gloo":
@@ -175,22 +177,24 @@ def part_sync(ctx: Ctx) -> list[Row]:
 # ----------------------------------------------------------------------------- (e)/(f) trainer steps in one process
 
 
-def _no_ray_generate(cls):
-    """``cls`` whose ``generate`` needs no Ray (the trainer's catches Ray's actor-death errors to retry)."""
+def _plain_rollouts(self, prompts, params, rollout: str = "rollout", attempts: int = 3):
+    """Prompts split over the rollout replicas, replica i seeded ``seed + 7919 i``, as the trainer does, without
+    the retry on a dead Ray actor (catching that imports Ray; in one process no actor dies alone)."""
+    from rlcustom.engines.base import Rollouts
+    from rlcustom.runtime.runtime import shard_rows
 
-    class NoRay(cls):
-        def generate(self, prompts, params, rollout: str = "rollout", attempts: int = 3):
-            from rlcustom.engines.base import Rollouts
-            from rlcustom.runtime.runtime import shard_rows
+    rg = self.groups[rollout]
+    parts = shard_rows(len(prompts), len(rg))
+    refs = [a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i))
+            for i, (a, s) in enumerate(zip(rg.actors, parts)) if s.stop > s.start]
+    return Rollouts.concat(rg.get(refs, "generate"))
 
-            rg = self.groups[rollout]
-            parts = shard_rows(len(prompts), len(rg))
-            refs = [a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i))
-                    for i, (a, s) in enumerate(zip(rg.actors, parts)) if s.stop > s.start]
-            return Rollouts.concat(rg.get(refs, "generate"))
 
-    NoRay.__name__ = cls.__name__
-    return NoRay
+def _no_ray_rollouts(cls):
+    """``cls`` whose rollout call needs no Ray: ``rollouts(...)`` where the trainer has it (a pipeline trainer's
+    ``generate`` is a stage), else ``generate(prompts, params)``."""
+    attr = "rollouts" if hasattr(cls, "rollouts") else "generate"
+    return type(cls.__name__, (cls,), {attr: _plain_rollouts})
 
 
 def trainer_config(ctx: Ctx, extra: list[str] = ()):
@@ -209,7 +213,7 @@ def run_trainer_steps(ctx: Ctx, label: str, extra: list[str]) -> Row:
 
     t0 = time.perf_counter()
     cfg = trainer_config(ctx, extra)
-    trainer = local_trainer(_no_ray_generate(PPOTrainer), cfg)
+    trainer = local_trainer(_no_ray_rollouts(PPOTrainer), cfg)
     try:
         start(trainer)
         engine = trainer.groups["rollout"].actors[0]._obj.engine  # a LocalActor holds the plain object

@@ -156,14 +156,23 @@ def make_ctx(a) -> Ctx:
 # ----------------------------------------------------------------------------- roles, as the trainers build them
 
 
+def weight_sync_module():
+    """The actor side of the weight sync (``SyncGroup``, ``WeightSyncMixin``, ``meta_of``)."""
+    import importlib
+
+    try:
+        return importlib.import_module("rlcustom.engines.weight_sync")
+    except ModuleNotFoundError:  # its place before the runtime split
+        return importlib.import_module("rlcustom.runtime.weight_sync")
+
+
 def make_learner(ctx: Ctx, lora: bool):
     """A ZeRO-2 learner rank (world size 1) with the weight-sync methods, as ``build_learner`` makes it."""
     from rlcustom.actors.learner import LearnerActor
     from rlcustom.config import LoraConfig, ModelConfig, OptimConfig
     from rlcustom.runtime.runtime import free_port
-    from rlcustom.runtime.weight_sync import WeightSyncMixin
 
-    cls = type("SyncedLearner", (LearnerActor, WeightSyncMixin), {})
+    cls = type("SyncedLearner", (LearnerActor, weight_sync_module().WeightSyncMixin), {})
     model = ModelConfig(path=str(ctx.model_dir), dtype=ctx.dtype,
                         lora=LoraConfig(r=8, alpha=16.0, dropout=0.0) if lora else None)
     optim = OptimConfig(lr=1e-3 if lora else 1e-4, micro_batch_size=8)
