@@ -3,8 +3,8 @@
 # network whose Python already has torch, transformers, peft, accelerate, safetensors, numpy (docs/gpu-check.md):
 #   wheels/  DeepSpeed 0.19.8 as a pure-Python wheel built here from its sdist (its ops are compiled on first
 #            use, and the check uses none: torch's AdamW, no offload) and the wheels of its dependencies for
-#            CPython 3.12 on x86-64 Linux, at the versions of cluster/requirements-cpu.txt; pip there keeps
-#            what is already installed and takes only the missing ones from here.
+#            CPython 3.12 on x86-64 Linux, at the versions of cluster/requirements-cpu.txt; there they are
+#            unpacked into a folder of their own (pip install --no-deps --target) put first on PYTHONPATH.
 #   cache/   the SmolLM2 tokenizer the tiny and smollm2-135m-config models use (point RLCUSTOM_CACHE at it).
 # Usage: benchmarks/gpu_bundle.sh   (from a checkout with its .venv; PYTHON=... to use another interpreter)
 set -euo pipefail

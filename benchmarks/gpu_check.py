@@ -115,12 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed generate calls per engine/decoder")
     p.add_argument("--dtype", default=None, choices=["bfloat16", "float32"],
                    help="model dtype (default bfloat16 on cuda, float32 on cpu); the tolerances follow it")
-    p.add_argument("--parts", default="abcdef", help="which parts to run, e.g. 'abd' (c needs a and b)")
+    p.add_argument("--parts", default="abcdef", help="which parts to run, e.g. 'abd' (c brings a and b along)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_check[_cpu].json)")
     a = p.parse_args(argv)
     cuda = a.device == "cuda"
     a.batch = a.batch or (8 if cuda else 4)
     a.new_tokens = a.new_tokens or (64 if cuda else 16)
+    if "c" in a.parts:  # the sync needs the learners of a and the engines of b
+        a.parts = "".join(sorted(set(a.parts) | {"a", "b"}))
     t_start = time.perf_counter()
 
     from benchmarks._gpu_setup import block_imports, ensure_actors_package, make_ctx, optional
