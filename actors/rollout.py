@@ -52,7 +52,7 @@ class RolloutActor(ActorBase, WeightSyncMixin):
 
         r = Rollouts(prompt_ids, response_ids, [[0.0] * len(x) for x in response_ids], ["length"] * len(prompt_ids),
                      list(range(len(prompt_ids))))
-        batch = r.padded(self.engine.pad_id)
+        batch = r.padded(self.engine.pad_id, device=self.engine.device)  # where the engine's model is
         with torch.no_grad():
             lp = response_logprobs(self.engine.model, batch)
         return [lp[i, : len(x)].tolist() for i, x in enumerate(response_ids)]

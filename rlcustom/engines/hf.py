@@ -24,6 +24,8 @@ class CausalLMStep:
 
     @torch.inference_mode()
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        dev = model_device(self.model)  # prompts are built on CPU; the model may sit on a GPU
+        input_ids, attention_mask = input_ids.to(dev), attention_mask.to(dev)
         self.attn = attention_mask
         pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
@@ -35,7 +37,7 @@ class CausalLMStep:
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
         self.attn = torch.cat([self.attn, self.attn.new_ones((self.attn.shape[0], 1))], dim=1)
         self.pos = self.pos + 1
-        out = self.model(input_ids=tokens[:, None], attention_mask=self.attn, position_ids=self.pos,
+        out = self.model(input_ids=tokens.to(self.attn.device)[:, None], attention_mask=self.attn, position_ids=self.pos,
                          past_key_values=self.cache, use_cache=True)
         self.cache = out.past_key_values
         return out.logits[:, -1].float()
@@ -59,10 +61,11 @@ def sample_loop(step: StepModel, input_ids: torch.Tensor, attention_mask: torch.
                 processors: Sequence[LogitsProcessor] = ()) -> tuple[list[list[int]], list[list[float]], list[str]]:
     """Sample up to ``max_new_tokens`` per row; returns ids, raw log-probs, finish reasons."""
     B = input_ids.shape[0]
-    eos = torch.tensor(list(eos_ids), dtype=torch.long)
-    done = torch.zeros(B, dtype=torch.bool)
     toks, lps = [], []
     logits = step.start(input_ids, attention_mask)
+    dev = logits.device  # the step's device (a GPU model's logits stay there)
+    eos = torch.tensor(list(eos_ids), dtype=torch.long, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
     for t in range(params.max_new_tokens):
         raw_lp = torch.log_softmax(logits, dim=-1)
         scores = logits
@@ -72,7 +75,11 @@ def sample_loop(step: StepModel, input_ids: torch.Tensor, attention_mask: torch.
             tok = scores.argmax(-1)
         else:
             scores = filter_logits(scores / params.temperature, params.top_k, params.top_p)
-            tok = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(-1)
+            probs = scores.softmax(-1)
+            if generator is not None and generator.device != probs.device:  # a generator samples on its device
+                tok = torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(dev)
+            else:
+                tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         toks.append(tok)
         lps.append(raw_lp.gather(-1, tok[:, None]).squeeze(-1))
@@ -116,18 +123,25 @@ class HFEngine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = eos_token_ids(model, tokenizer)
 
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
     @classmethod
-    def from_pretrained(cls, name: str, *, dtype: str = "float32", trust_remote_code: bool = False, **kw) -> "HFEngine":
+    def from_pretrained(cls, name: str, *, dtype: str = "float32", trust_remote_code: bool = False,
+                        device: str | None = None, **kw) -> "HFEngine":
+        """``device``: default the first GPU this process sees (a Ray actor: the one it was given), else CPU."""
+        from rlcustom.models.heads import default_device
         from rlcustom.models.loading import load_causal_lm, load_tokenizer
 
-        return cls(load_causal_lm(name, dtype=dtype, trust_remote_code=trust_remote_code),
-                   load_tokenizer(name, trust_remote_code=trust_remote_code), **kw)
+        model = load_causal_lm(name, dtype=dtype, trust_remote_code=trust_remote_code).to(default_device(device))
+        return cls(model, load_tokenizer(name, trust_remote_code=trust_remote_code), **kw)
 
     def generate(self, prompts: Sequence[str] | Sequence[Sequence[int]], params: SamplingParams,
                  decoder: Callable[[object], StepModel] | None = None,
                  processors: Sequence[LogitsProcessor] | None = None) -> Rollouts:
         prompt_ids = encode_prompts(self.tokenizer, prompts)
-        gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        gen = torch.Generator(self.device).manual_seed(params.seed) if params.seed is not None else None
         rows = [(i, ids) for i, ids in enumerate(prompt_ids) for _ in range(params.n)]
         out = Rollouts([], [], [], [], [], [], [])
         make_step = decoder or self.decoder
@@ -167,6 +181,13 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
             ids[i, L - len(s):] = torch.tensor(s, dtype=torch.long)
             attn[i, L - len(s):] = 1
     return ids, attn
+
+
+def model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # a model without parameters (a stand-in)
+        return torch.device("cpu")
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:

@@ -44,9 +44,11 @@ def build_learner(trainer: "Trainer", role: str = "learner", model=None, model_k
 
 def _master_addr(trainer: "Trainer", role: str) -> str:
     """IP of the node that holds bundle 0 of the role (so ranks on other nodes can reach it)."""
+    node_id = trainer.placements[role].node_ids[0]
+    if node_id is None:  # roles built in this process, without Ray (benchmarks/gpu_check.py)
+        return "127.0.0.1"
     import ray
 
-    node_id = trainer.placements[role].node_ids[0]
     for n in ray.nodes():
         if n.get("NodeID") == node_id and n.get("Alive"):
             return n.get("NodeManagerAddress", "127.0.0.1")
