@@ -2,6 +2,8 @@
 and options with their help, as the CLI itself declares them."""
 from __future__ import annotations
 
+from enum import Enum
+
 __all__ = ["render"]
 
 
@@ -16,6 +18,9 @@ def _rows(cmd) -> list[str]:
             name = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
         default = "" if p.default in (None, False, ()) or p.param_type_name == "argument" else f" (default: `{p.default}`)"
         help_ = (getattr(p, "help", None) or "").replace("|", "\\|").replace("\n", " ")
+        ann = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, Enum):  # a choice: name them
+            help_ += " (one of: " + ", ".join(f"`{c.value}`" for c in ann) + ")"
         out.append(f"| {name} | {help_}{default} |")
     return (["| argument / option | meaning |", "|---|---|"] + out + [""]) if out else []
 

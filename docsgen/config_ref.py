@@ -181,9 +181,14 @@ def render(secs: list[Section] | None = None) -> str:
         lines += [f"Class: `{s.cls.__module__}.{s.cls.__qualname__}`", "",
                   "| key | type | default | help |", "|---|---|---|---|"]
         for k in s.keys:
-            lines.append(f"| `{k.name}` | `{_cell(k.type)}` | `{_cell(k.default)}` | {_cell(k.help) or '—'} |")
+            lines.append(f"| `{k.name}` | {_code(k.type)} | {_code(k.default)} | {_cell(k.help) or '—'} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _code(text: str) -> str:
+    """``a | b`` as `a` \\| `b`: a pipe inside a code span would show its escape in a table."""
+    return " \\| ".join(f"`{part}`" for part in text.split(" | "))
 
 
 def _anchor(path: str) -> str:

@@ -60,8 +60,13 @@ def table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     if not rows or not cols:
         return []
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    out += ["| " + " | ".join(_short(fmt(r.get(c))) for c in cols) + " |" for r in rows]
     return out + [""]
+
+
+def _short(cell: str, n: int = 60) -> str:
+    """Long text (an error message) stays in the JSON; the table shows its start."""
+    return cell if len(cell) <= n else cell[: n - 1].rstrip() + "…"
 
 
 def _pairs(d: Mapping[str, Any], head: tuple[str, str] = ("key", "value")) -> list[str]:

@@ -57,8 +57,8 @@ def test_reference_lists_every_key_of_every_section():
         names = {f.name for f in dataclasses.fields(cls)} - sections  # nested sections have their own table
         assert names == {k.name for k in by_path[path].keys}, path
         for k in by_path[path].keys:  # one table row per key, with its type and default
-            assert f"| `{k.name}` | `{k.type.replace('|', chr(92) + '|')}` | `" in page, (path, k.name)
-    assert "| `lr` | `float` | `1e-05` |" in page  # optim.lr's real default, read from the class
+            assert f"| `{k.name}` | {config_ref._code(k.type)} | {config_ref._code(k.default)} |" in page, (path, k.name)
+    assert "| `lr` | `float` | `1e-05` |" in page and "| `engine` | `'auto'` \\| `'hf'` \\| `'vllm'` |" in page  # optim.lr's real default, read from the class
 
 
 @pytest.mark.xfail(strict=True, reason="config fields without help (rlcustom/config.py and the trainers' algo "
@@ -74,7 +74,7 @@ def test_cli_reference_lists_every_command():
     for cmd in ("train", "generate", "eval dera", "eval qadapter", "eval metrics", "submit", "jobs list",
                 "jobs logs", "bench", "plot", "demo", "prepare-model"):
         assert f"## `rlcustom {cmd}`" in page, cmd
-    assert "`--lams`" in page and "`--install`" in page
+    assert "`--lams`" in page and "`--install`" in page and "(one of: `auto`, `hf`, `vllm`)" in page
 
 
 def test_results_tables_are_the_json_numbers(tmp_path):
