@@ -14,6 +14,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from rlcustom.cli.options import ConfigArg, OverridesArg, flag_overrides, load
+from rlcustom.decoding.registry_cli import DECODER_NAMES
 from rlcustom.errors import RLCustomError
 
 GEN_FLAGS = {"model": "model.path", "prompts": "data.prompts", "limit": "data.limit", "engine": "engine",
@@ -28,11 +29,7 @@ class Engine(str, Enum):
     vllm = "vllm"
 
 
-class Decoder(str, Enum):
-    vas = "vas"
-    dera = "dera"
-    dera_lora = "dera_lora"
-    qadapter = "qadapter"
+Decoder = Enum("Decoder", {n: n for n in DECODER_NAMES}, type=str)  # the registry's names, one source
 
 
 def generate(
