@@ -84,9 +84,8 @@ def log_to_file(path: str | Path) -> Path:
     if not is_verbose():
         warnings.resetwarnings()  # quiet_libraries ignored them; from here on they go to the file, once each
         warnings.simplefilter("default")
+        os.environ["RAY_LOGGER_LEVEL"] = "warning"  # read when ray is imported; ray.init sets the level from it
         import ray  # noqa: F401  (installs its console handler on the "ray" logger now, not during the run)
-
-        os.environ["RAY_LOGGER_LEVEL"] = "warning"  # ray.init sets the "ray" logger's level from it
         for name in NOISY_LOGGERS:  # warnings to the file; the libraries' own console handlers: errors only
             lg = logging.getLogger(name)
             lg.setLevel(logging.WARNING)
