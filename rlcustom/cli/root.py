@@ -10,9 +10,8 @@ and one-line errors (exit 2) for everything a user can fix.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
-from typing import Annotated, ContextManager, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from typer._click import exceptions as click  # typer 0.29 vendors click: its exceptions, not the click package's
@@ -76,9 +75,20 @@ _PASS_THROUGH = ("bench",)  # everything after the name belongs to the benchmark
 OPTIONAL_VALUE = {("submit", "--install"): _cluster.DEFAULT_LOCK}
 
 
-def boundary() -> ContextManager:
-    """The one error boundary every command runs in (see :func:`main`)."""
-    return contextlib.nullcontext()
+def guarded(command: str, fn: Callable[[], int]) -> int:
+    """The one error boundary every command runs in (its only call site is :func:`main`): a failure a user
+    can fix is one line on stderr and exit 2; Ctrl-C is exit 130.
+
+    MERGE: with rlcustom/boundary.py (helper "rel") this body becomes the one line
+    ``return run_guarded(command, fn, console.is_verbose())`` (``from rlcustom.boundary import run_guarded``)."""
+    try:
+        return fn()
+    except RLCustomError as e:
+        print(f"rlcustom {command}: error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, typer.Abort):
+        print(f"rlcustom {command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _fill_optional_values(argv: list[str]) -> list[str]:
@@ -106,14 +116,11 @@ def _hoist_verbose(argv: list[str]) -> list[str]:
     return ["--verbose"] + [a for a in argv[:cut] if a not in ("--verbose", "-v")] + argv[cut:]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns its exit code (2: a one-line error a user can fix)."""
-    argv = _fill_optional_values(_hoist_verbose(list(sys.argv[1:] if argv is None else argv)))
-    name = next((a for a in argv if not a.startswith("-")), "")
+def _run(argv: list[str], name: str) -> int:
+    """Parse ``argv`` and run the command; usage errors (typer's) are one line and exit 2 here."""
     cmd = typer.main.get_command(app)
     try:
-        with boundary():
-            rc = cmd.main(args=argv, prog_name="rlcustom", standalone_mode=False)
+        rc = cmd.main(args=argv, prog_name="rlcustom", standalone_mode=False)
     except click.NoArgsIsHelpError:  # typer has printed the help
         return 2
     except click.UsageError as e:
@@ -121,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{sub}: error: {e.format_message()}", file=sys.stderr)
         return 2
     except click.ClickException as e:
-        print(f"rlcustom {name}: error: {e.format_message()}".replace("  ", " "), file=sys.stderr)
+        print(f"rlcustom {name}: error: {e.format_message()}", file=sys.stderr)
         return e.exit_code
-    except RLCustomError as e:
-        print(f"rlcustom {name}: error: {e}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, typer.Abort):
-        print(f"rlcustom {name}: interrupted", file=sys.stderr)
-        return 130
     return int(rc or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code (2: a one-line error a user can fix)."""
+    argv = _fill_optional_values(_hoist_verbose(list(sys.argv[1:] if argv is None else argv)))
+    name = next((a for a in argv if not a.startswith("-")), "")
+    return guarded(name, lambda: _run(argv, name))
