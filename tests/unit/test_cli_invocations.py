@@ -31,11 +31,33 @@ def parse_only(argv: list[str]):
     return ctx
 
 
+def _fill_shell_vars(tokens: list[str]) -> list[str]:
+    """A script's ``$VAR``s: an option's value or ``key=$VAR`` -> 1, in a path -> x, a whole word -> left out
+    (it holds several flags or overrides)."""
+    out: list[str] = []
+    for t in tokens:
+        t = re.sub(r"\$\(\([^)]*\)\)", "1", t)
+        if re.fullmatch(r"\$\{?\w+\}?", t):
+            if out and out[-1].startswith("--"):
+                out.append("1")
+            continue
+        t = re.sub(r"=\$\{?\w+\}?$", "=1", t)
+        out.append(re.sub(r"\$\{?\w+\}?", "x", t))
+    return out
+
+
 def _lines(path: Path):
     """(line number, text) of what may hold a command: in Markdown, code blocks (fenced or indented) and
     inline code spans; elsewhere, every line (with a comment's leading '#' taken off)."""
     fenced = False
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    text = path.read_text(errors="replace")
+    if path.suffix == ".sh":  # shell: whole commands (continuations joined), `$RLC` is the CLI, variables filled
+        for n, line in enumerate(re.sub(r"\\\n\s*", " ", text).splitlines(), 1):
+            m = re.match(r"^\s*(?:t\s+)?\$\{?RLC\}?\s+(.*)$", line.split(" # ")[0])
+            if m:
+                yield n, "rlcustom " + " ".join(_fill_shell_vars(m.group(1).split()))
+        return
+    for n, line in enumerate(text.splitlines(), 1):
         if path.suffix != ".md":
             yield n, line.lstrip("# ") if line.lstrip().startswith("#") else line.split(" # ", 1)[0]
             continue
@@ -81,6 +103,7 @@ DOCUMENTED = documented()
 def test_the_docs_have_invocations_to_check():
     cmds = {argv[0] for _, argv in DOCUMENTED}
     assert {"train", "generate", "eval", "submit", "bench", "demo"} <= cmds, cmds
+    assert sum(w.startswith("benchmarks/") and w.split(":")[0].endswith(".sh") for w, _ in DOCUMENTED) >= 15
 
 
 @pytest.mark.parametrize("where, argv", DOCUMENTED, ids=[w for w, _ in DOCUMENTED])
