@@ -91,7 +91,7 @@ def log_to_file(path: str | Path) -> Path:
             lg.setLevel(logging.WARNING)
             lg.propagate = False
             for h in lg.handlers:
-                if type(h) is logging.StreamHandler:
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                     h.setLevel(logging.ERROR)
             if _handler not in lg.handlers:
                 lg.addHandler(_handler)

@@ -63,3 +63,47 @@ def test_plot_errors_are_one_line(tmp_path, capsys):
         from rlcustom.eval.run_plot import plot_run
 
         plot_run(tmp_path, rows=[{"step": 1, "other": 1.0}])
+
+
+@pytest.fixture
+def clean_logging():
+    """Give back the environment, loggers and warning filters the console code changes."""
+    import logging
+    import os
+    import warnings
+
+    from rlcustom import console
+
+    env = dict(os.environ)
+    state = {n: (logging.getLogger(n).level, logging.getLogger(n).propagate, list(logging.getLogger(n).handlers))
+             for n in console.NOISY_LOGGERS}
+    root_handlers = list(logging.getLogger().handlers)
+    with warnings.catch_warnings():
+        yield
+    os.environ.clear()
+    os.environ.update(env)
+    for n, (level, prop, handlers) in state.items():
+        lg = logging.getLogger(n)
+        lg.setLevel(level), setattr(lg, "propagate", prop)
+        lg.handlers[:] = handlers
+    logging.getLogger().handlers[:] = root_handlers
+    logging.captureWarnings(False)
+
+
+def test_library_warnings_go_to_the_run_log_not_the_console(tmp_path, capfd, clean_logging, monkeypatch):
+    import logging
+    import warnings
+
+    from rlcustom import console
+
+    monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    console.quiet_libraries()
+    path = console.log_to_file(tmp_path / "console.log")
+    logging.getLogger("DeepSpeed").warning("accelerator noise")
+    logging.getLogger("ray").warning("token auth noise")
+    warnings.warn("python noise", UserWarning)
+    logging.getLogger("ray").error("a real ray error")
+    err = capfd.readouterr().err
+    assert "noise" not in err and "a real ray error" in err  # errors still reach the console
+    text = path.read_text()
+    assert "accelerator noise" in text and "token auth noise" in text and "python noise" in text
