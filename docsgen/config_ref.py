@@ -142,7 +142,8 @@ def sections() -> list[Section]:
     """Every section of a run config: the top level, its nested sections, then ``algo`` per trainer."""
     from rlcustom import config as C
 
-    C._ensure_trainers_imported()
+    # the trainers register their algo: sections on import (load_plugins after the config package split)
+    (getattr(C, "load_plugins", None) or C._ensure_trainers_imported)()
     out: list[Section] = []
     _section("", C.RunConfig, out)
     for trainer, cls in sorted(C.SECTIONS.items()):
