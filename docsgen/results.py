@@ -105,8 +105,10 @@ def render(name: str, *, level: int = 3, full: bool = True, root: Path = RESULTS
                                                  else ""), ""]
     if isinstance(d.get("rows"), list):
         out += table(d["rows"])
+    if isinstance(d.get("table"), str) and d["table"].lstrip().startswith("|"):
+        out += ["Summary (the table its script wrote):", "", d["table"].strip(), "", "Every measured field:", ""]
     if isinstance(d.get("results"), Mapping):
-        out += table(_flatten(v) for v in d["results"].values() if isinstance(v, Mapping))
+        out += table({"run": k, **_flatten(v)} for k, v in d["results"].items() if isinstance(v, Mapping))
     elif isinstance(d.get("results"), list):
         out += table(_flatten(v) for v in d["results"] if isinstance(v, Mapping))
     if isinstance(d.get("ratios"), Mapping) and d["ratios"]:
