@@ -68,15 +68,25 @@ def quiet_libraries() -> None:
         tlog.set_verbosity_error()
 
 
+class _LazyFileHandler(logging.FileHandler):
+    """Creates the file (and its folder) at the first record: a run that fails on bad input writes nothing."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def log_to_file(path: str | Path) -> Path:
     """Also write this process's warnings and library log records (all levels from WARNING) to ``path``."""
     global _handler
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
-    _handler = logging.FileHandler(path)
+    _handler = _LazyFileHandler(path)
     _handler.setLevel(logging.WARNING)
     _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(_handler)
@@ -106,6 +116,7 @@ def save_actor_logs(path: str | Path) -> Path | None:
     if not files:
         return None
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         for p in files:
             f.write(f"===== {p.name}\n")
