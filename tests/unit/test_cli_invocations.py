@@ -123,6 +123,9 @@ def calls(monkeypatch):
     from rlcustom.cluster import jobs as J
 
     seen: dict = {}
+    from rlcustom import console
+
+    monkeypatch.setattr(console, "log_to_file", lambda path: Path(path))  # no global logging changes here
     monkeypatch.setattr(D, "run", lambda cfg, **kw: seen.setdefault("dera", (cfg, kw)) and {"results": []})
     monkeypatch.setattr(M, "evaluate", lambda cfg, **kw: seen.setdefault("eval", (cfg, kw)) and {"metrics": {}})
     monkeypatch.setattr(M, "write", lambda res, path: path)

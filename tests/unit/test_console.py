@@ -78,6 +78,7 @@ def clean_logging():
     state = {n: (logging.getLogger(n).level, logging.getLogger(n).propagate, list(logging.getLogger(n).handlers))
              for n in console.NOISY_LOGGERS}
     root_handlers = list(logging.getLogger().handlers)
+    logging.captureWarnings(False)  # from a clean start, whatever ran before
     with warnings.catch_warnings():
         yield
     os.environ.clear()
