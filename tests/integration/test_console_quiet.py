@@ -41,3 +41,10 @@ def test_a_run_is_quiet_and_ends_with_its_files(tiny_dir, tmp_path):
     assert (out / "curves.png").stat().st_size > 10_000
     log = (out / "console.log").read_text()
     assert "pid=" in log or "worker-" in log  # the actors' output went to the run's log file instead
+
+
+@pytest.mark.slow
+def test_verbose_shows_the_actors_lines(tiny_dir, tmp_path):
+    out, stdout, stderr = run(tiny_dir, tmp_path, "--verbose")
+    assert re.search(r"\((RolloutActor|SyncedLearner|RewardActor)\w* pid=\d+\)", stdout + stderr), stderr[-2000:]
+    assert f"plot: {out / 'curves.png'}" in stdout
