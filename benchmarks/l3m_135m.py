@@ -21,7 +21,7 @@ replies of ``--ppl-pairs`` validation pairs, :func:`rlcustom.eval.metrics.evalua
 offline W&B log) give the constraint trajectories: mean rollout length per constraint step, the EMA
 of ``C_i``, the multipliers (L3M: implied, Sec. 5.2; MM: learned), ``mu`` and the trainer's task
 perplexity. Writes ``benchmarks/results/l3m_135m.json`` and a plot next to it (PNG with
-matplotlib, else SVG).
+matplotlib).
 
 Phases, so the trainings can run side by side in separate processes:
 ``--phase train --variants l3m`` trains (skipped when ``OUT/<variant>/model`` exists, ``--retrain``
@@ -55,7 +55,7 @@ EVAL_KEYS = ("seed", "max_new_tokens", "temperature", "top_p", "max_prompt_token
 def _parse(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.l3m_135m", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/l3m-135m", help="one output_dir per variant under it")
-    p.add_argument("--name", default="l3m_135m", help="results: benchmarks/results/NAME.json and the plot NAME.svg/png")
+    p.add_argument("--name", default="l3m_135m", help="results: benchmarks/results/NAME.json and the plot NAME.png")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--phase", choices=["all", "train", "eval"], default="all")
     p.add_argument("--variants", default="l3m,mm,sft", help="trainings (and, for --phase eval, 'base')")

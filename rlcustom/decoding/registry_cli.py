@@ -6,18 +6,17 @@
     rlcustom generate cfg.yaml --decoder dera_lora --adapter runs/ppo/adapter --lam 1.5
     rlcustom generate cfg.yaml --decoder qadapter --adapter runs/qa/adapter --alpha 1.0
 
-:func:`add_decoder_args` adds the flags to an argparse parser, :func:`decoder_options`
-reads them back as ``(name, options)``, :func:`build_decoder` turns them into the
+:func:`decoder_overrides` turns the CLI's flags (rlcustom/cli/generate.py) into ``decoder.*`` overrides,
+:func:`build_decoder` turns the options into the
 factory that ``HFEngine(..., decoder=...)`` (or ``engine.decoder = ...``) takes.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["build_decoder", "add_decoder_args", "decoder_options", "decoder_overrides", "check_decoder",
+__all__ = ["build_decoder", "decoder_overrides", "check_decoder",
            "GuidedDecoder", "DECODER_NAMES"]
 
 from rlcustom.config.decoder import DECODER_KEYS
@@ -39,39 +38,12 @@ def decoder_fn(name: str) -> Callable[..., Any]:
         raise ValueError(str(e).strip("'\"")) from None
 
 
-def add_decoder_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("guided decoding (hf engine; the same keys as the config's decoder: section)")
-    g.add_argument("--decoder", choices=DECODER_NAMES, help="decode with several models per step (decoder.name)")
-    g.add_argument("--value", action="append", help="vas: a ValueModel directory; repeat to compose (decoder.value)")
-    # numbers are read by the config loader, so a bad one is a one-line error naming decoder.beta
-    g.add_argument("--beta", action="append", help="vas: weight of each --value, one per --value (decoder.beta)")
-    g.add_argument("--topk", type=int,
-                   help="vas: children of pi_0's top-k valued per step, default 20 (decoder.topk; not --top-k)")
-    g.add_argument("--aligned", action="append", help="dera: aligned model path; repeat for several (decoder.aligned)")
-    g.add_argument("--adapter", help="dera_lora/qadapter: LoRA adapter directory over --model (decoder.adapter)")
-    g.add_argument("--lam", action="append", help="dera/dera_lora: lambda per aligned model/adapter (decoder.lam)")
-    g.add_argument("--alpha", help="qadapter: alpha, default 1.0 (decoder.alpha)")
-    g.add_argument("--alpha0", help="qadapter: alpha0, default 0.01 (decoder.alpha0)")
-
-
 _FLAG_KEYS = ("decoder", "value", "beta", "topk", "aligned", "adapter", "lam", "alpha", "alpha0")
 
 
-def decoder_options(args: argparse.Namespace) -> tuple[str | None, dict]:
-    """``(name, options)`` from parsed :func:`add_decoder_args` flags (None when no ``--decoder``);
-    numbers are converted here (ValueError naming the flag)."""
-    opts = {k: getattr(args, k) for k in _FLAG_KEYS[1:] if getattr(args, k, None) is not None}
-    for k in ("beta", "lam", "alpha", "alpha0"):
-        if k in opts:
-            try:
-                opts[k] = [float(x) for x in opts[k]] if isinstance(opts[k], list) else float(opts[k])
-            except ValueError:
-                raise ValueError(f"--{k} must be a number, got {opts[k]!r}") from None
-    return getattr(args, "decoder", None), opts
-
-
-def decoder_overrides(args: argparse.Namespace) -> list[str]:
-    """The flags as ``decoder.KEY=VALUE`` overrides (applied after the config file and its overrides,
+def decoder_overrides(args: Any) -> list[str]:
+    """The flags (attributes of ``args``: decoder, value, beta, topk, aligned, adapter, lam, alpha, alpha0)
+    as ``decoder.KEY=VALUE`` overrides (applied after the config file and its overrides,
     so a flag wins); lists are written as JSON, which YAML reads back verbatim."""
     out = []
     for flag in _FLAG_KEYS:

@@ -255,8 +255,7 @@ def rescore(cfg, out: str | Path, *, samples: int = 4, plot: bool = True, log: C
 
 
 def write_plot(results: Sequence[dict], stem: str | Path, log: Callable[[str], None] = print) -> Path:
-    """Reward and KL against lam, one line per variant: ``STEM.png`` with matplotlib, else
-    ``STEM.svg`` drawn by hand (no dependency); see :mod:`rlcustom.eval.plot`."""
+    """Reward and KL against lam, one line per variant: ``STEM.png`` (see :mod:`rlcustom.eval.plot`)."""
     from rlcustom.eval.plot import Panel, write_panels
 
     variants = list(dict.fromkeys(r["variant"] for r in results))
@@ -264,4 +263,4 @@ def write_plot(results: Sequence[dict], stem: str | Path, log: Callable[[str], N
     lams = tuple(sorted({r["lam"] for r in results}))
     panels = [Panel(name, "lambda", {v: [(p[0], p[col]) for p in pts] for v, pts in series.items()}, xticks=lams,
                     legend=col == 1) for col, name in ((1, "reward"), (2, "KL to SFT"))]
-    return write_panels(panels, stem, log=log)
+    return write_panels(panels, stem)

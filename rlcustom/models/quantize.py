@@ -5,7 +5,7 @@ matmul, so that forward is compute-bound, unlike a 1-token decode step (memory-b
 x86 CPUs with VNNI, dynamically quantised int8 ``Linear`` layers (weights int8 per output
 channel, activations quantised per forward) run those matmuls ~3x faster than float32 (measured on this
 project's CPU for 20 x 576 x 1536: 0.22 ms -> 0.07 ms), which takes VAS with a value model the
-size of pi_0 from ~2.8x to ~2.1x plain decoding (README, "Decoding cost"). The head, the
+size of pi_0 from ~2.8x to ~2.1x plain decoding (docs/benchmarks.md, "Decoding cost"). The head, the
 embeddings and the MLP output projections stay float32 (see ``KEEP_FLOAT``).
 
 CPU only (PyTorch's dynamic quantised kernels are fbgemm/x86 and ARM qnnpack); on a GPU use

@@ -10,19 +10,20 @@ Protocol (one request per chunk of at most ``max_batch`` samples)::
     200 OK
     {"rewards": [0.5, 1.0, ...]}         # one finite number per sample, same order
 
-Robustness:
+Robustness (the retry policy is urllib3's :class:`~urllib3.util.Retry`):
 
 * every request has a timeout (``timeout_s``, connect and read);
 * a failed request is retried at most ``max_retries`` times (``max_retries + 1``
-  attempts in all) with exponential backoff ``min(max_backoff_s, backoff_s * 2**k)``
-  plus up to ``jitter`` of that delay at random; a ``Retry-After`` header of a
-  429/503 answer is honoured (capped at ``max_backoff_s``);
+  attempts in all). The wait before retry ``k`` (k = 1, 2, ...) is urllib3's backoff,
+  ``min(max_backoff_s, backoff_s * 2**(k-1) + U(0, jitter * backoff_s))`` with no wait
+  before the first retry, unless the answer carries ``Retry-After`` (seconds or an
+  HTTP date, RFC 9110 10.2.3; on 429/503 answers): then that wait, capped at ``max_backoff_s``;
 * retried: connection errors, timeouts, HTTP 408/429/5xx. Not retried (a retry
   would get the same answer): other 4xx (e.g. 401 for a bad key) and malformed
   answers (not JSON, no ``rewards`` list, wrong length, non-numbers, NaN/inf);
 * a request is split into chunks of at most ``max_batch`` samples, and at most
-  ``max_in_flight`` chunks are in flight at once (a thread pool of that size),
-  so a big batch never floods the endpoint;
+  ``max_in_flight`` chunks are in flight at once (a thread pool of that size, over one
+  urllib3 connection pool of that size), so a big batch never floods the endpoint;
 * when a chunk fails for good, :class:`HTTPRewardError` says in one line which
   URL failed, after how many attempts, and the last failure.
 
@@ -37,7 +38,6 @@ import json
 import logging
 import math
 import os
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -60,10 +60,6 @@ class HTTPRewardError(RLCustomError, RuntimeError):
 
 class HTTPNonFiniteRewardError(HTTPRewardError, NonFiniteRewardError):
     """The endpoint answered NaN/inf for a sample: the trainer skips the step, as for a Python reward."""
-
-
-class _Fatal(Exception):
-    """A failure that a retry would not fix."""
 
 
 def redact_url(url: str) -> str:
@@ -98,7 +94,7 @@ class HTTPRewardClient:
         max_in_flight: int = 4,
         api_key_env: str | None = None,
         headers: Mapping[str, str] | None = None,
-        seed: int | None = None,
+        seed: int | None = None,  # accepted for compatibility; urllib3 draws the jitter
     ) -> None:
         if not url or not str(url).startswith(("http://", "https://")):
             raise HTTPRewardError("reward endpoint: url must start with http:// or https://, "
@@ -126,8 +122,7 @@ class HTTPRewardClient:
                                       "(api_key_env) is not set or empty")
             self._headers["Authorization"] = f"Bearer {key}"
             self._secrets.append(key)
-        self._rng = random.Random(seed)
-        self._local = threading.local()
+        self._http = None  # urllib3.PoolManager, made on first use (not pickled)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._count_lock = threading.Lock()
@@ -178,12 +173,12 @@ class HTTPRewardClient:
 
     def __getstate__(self) -> dict:  # picklable (Ray): drop threads and sessions
         state = self.__dict__.copy()
-        state.update(_pool=None, _local=None, _pool_lock=None, _count_lock=None)
+        state.update(_pool=None, _http=None, _pool_lock=None, _count_lock=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._local, self._pool_lock, self._count_lock = threading.local(), threading.Lock(), threading.Lock()
+        self._pool_lock, self._count_lock = threading.Lock(), threading.Lock()
 
     # -- internals -------------------------------------------------------------
     def _executor(self) -> ThreadPoolExecutor:
@@ -192,13 +187,22 @@ class HTTPRewardClient:
                 self._pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="reward-http")
             return self._pool
 
-    def _session(self):
-        import requests
+    def _pool_manager(self):
+        import urllib3
 
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = self._local.session = requests.Session()
-        return s
+        with self._pool_lock:
+            if self._http is None:
+                self._http = urllib3.PoolManager(maxsize=self.max_in_flight, block=False)
+            return self._http
+
+    def retry_policy(self):
+        """The urllib3 ``Retry`` this client follows (see the module docstring)."""
+        from urllib3.util import Retry
+
+        return Retry(total=self.max_retries, connect=None, read=None, redirect=0, status=None, other=None,
+                     allowed_methods=None, status_forcelist=RETRY_STATUS, backoff_factor=self.backoff_s,
+                     backoff_max=self.max_backoff_s, backoff_jitter=self.jitter * self.backoff_s,
+                     respect_retry_after_header=True, retry_after_max=self.max_backoff_s, raise_on_status=False)
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
@@ -207,64 +211,69 @@ class HTTPRewardClient:
             text = text.replace(self.url, self.shown_url)
         return text
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        base = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
-        d = base * (1.0 + self.jitter * self._rng.random())
-        if retry_after is not None:
-            d = max(d, min(retry_after, self.max_backoff_s))
-        return d
-
     def _fail(self, msg: str) -> HTTPRewardError:
         return HTTPRewardError(self._redact(msg))
 
     def _score_chunk(self, start: int, prompts: list[str], completions: list[str],
                      extra: dict | None) -> list[float]:
-        import requests
+        import urllib3
+        from urllib3.exceptions import MaxRetryError, NewConnectionError, TimeoutError as U3Timeout
 
         payload: dict[str, Any] = {"prompts": prompts, "completions": completions}
         if extra:
             payload["kwargs"] = extra
-        body = json.dumps(payload)
+        body = json.dumps(payload).encode()
+        http = self._pool_manager()
+        retry = self.retry_policy()
         attempts = self.max_retries + 1
-        last = "no attempt made"
-        for attempt in range(attempts):
-            retry_after: float | None = None
+        timeout = urllib3.Timeout(connect=self.timeout_s, read=self.timeout_s)
+        for attempt in range(1, attempts + 1):
+            resp = error = None
+            with self._count_lock:
+                self.requests_sent += 1
             try:
-                with self._count_lock:
-                    self.requests_sent += 1
-                resp = self._session().post(self.url, data=body, headers=self._headers, timeout=self.timeout_s)
-                if resp.status_code in RETRY_STATUS:
-                    last = f"HTTP {resp.status_code}: {_snippet(resp.text)}"
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
-                elif resp.status_code >= 400:
-                    raise _Fatal(f"HTTP {resp.status_code}: {_snippet(resp.text)} (not retried)")
-                else:
+                resp = http.request("POST", self.url, body=body, headers=self._headers, timeout=timeout,
+                                    retries=False, redirect=False)
+            except NewConnectionError as e:  # refused/unreachable (a subclass of urllib3's timeout error)
+                error = f"ConnectionError: {_first_line(e)}"
+            except U3Timeout:
+                error = f"timed out after {self.timeout_s:g} s"
+            except urllib3.exceptions.HTTPError as e:
+                error = f"ConnectionError: {_first_line(e)}"
+            if resp is not None:
+                if 200 <= resp.status < 300:
                     return self._parse(resp, start, len(prompts))
-            except _Fatal as e:
-                raise self._fail(f"reward endpoint {self.shown_url} failed on samples {start}.."
-                                 f"{start + len(prompts) - 1}: {e}") from None
-            except requests.Timeout:
-                last = f"timed out after {self.timeout_s:g} s"
-            except requests.RequestException as e:
-                last = f"{type(e).__name__}: {_first_line(e)}"
-            if attempt + 1 < attempts:
-                with self._count_lock:
-                    self.retries += 1
-                delay = self._delay(attempt, retry_after)
-                log.warning("%s", self._redact(f"reward endpoint {self.shown_url}: attempt {attempt + 1}/{attempts} "
-                                               f"failed ({last}); retrying in {delay:.2f} s"))
-                time.sleep(delay)
+                last = f"HTTP {resp.status}: {_snippet(_text(resp))}"
+                if not retry.is_retry("POST", resp.status, resp.headers.get("Retry-After") is not None):
+                    raise self._fail(f"reward endpoint {self.shown_url} failed on samples {start}.."
+                                     f"{start + len(prompts) - 1}: {last} (not retried)")
+            else:
+                last = error
+            try:
+                retry = retry.increment("POST", self.url, response=resp, error=None if resp is not None else
+                                        urllib3.exceptions.ProtocolError(error))
+            except MaxRetryError:
+                break
+            # Retry-After (seconds or HTTP date, capped at retry_after_max) else the exponential backoff
+            after = retry.get_retry_after(resp) if resp is not None else None
+            delay = after if after is not None else retry.get_backoff_time()
+            with self._count_lock:
+                self.retries += 1
+            log.warning("%s", self._redact(f"reward endpoint {self.shown_url}: attempt {attempt}/{attempts} "
+                                           f"failed ({last}); retrying in {delay:.2f} s"))
+            time.sleep(delay)
         raise self._fail(f"reward endpoint {self.shown_url} failed after {attempts} attempt"
                          f"{'s' if attempts > 1 else ''} (timeout {self.timeout_s:g} s); last error: {last}")
 
     def _parse(self, resp, start: int, n: int) -> list[float]:
-        where = f"reward endpoint {self.shown_url}: malformed response (HTTP {resp.status_code})"
+        where = f"reward endpoint {self.shown_url}: malformed response (HTTP {resp.status})"
+        text = _text(resp)
         try:
-            data = json.loads(resp.text)
+            data = json.loads(text)
         except ValueError as e:
-            raise self._fail(f"{where}: not JSON ({e}): {_snippet(resp.text)}") from None
+            raise self._fail(f"{where}: not JSON ({e}): {_snippet(text)}") from None
         if not isinstance(data, dict) or not isinstance(data.get("rewards"), list):
-            raise self._fail(f"{where}: expected an object with a 'rewards' list, got {_snippet(resp.text)}")
+            raise self._fail(f"{where}: expected an object with a 'rewards' list, got {_snippet(text)}")
         rewards = data["rewards"]
         if len(rewards) != n:
             raise self._fail(f"{where}: {len(rewards)} rewards for {n} samples (samples {start}..{start + n - 1})")
@@ -289,11 +298,5 @@ def _snippet(text: str, n: int = 200) -> str:
     return repr(t[:n] + ("..." if len(t) > n else ""))
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        v = float(value)
-    except ValueError:
-        return None  # an HTTP date: ignore, use our own backoff
-    return v if v >= 0 and math.isfinite(v) else None
+def _text(resp) -> str:
+    return resp.data.decode("utf-8", errors="replace")

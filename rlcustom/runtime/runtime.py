@@ -32,8 +32,11 @@ def init_ray(cluster_cfg=None, *, num_cpus: int | None = None, runtime_env: dict
     on all interfaces: those are guarded by Ray's token authentication, not by the bind address."""
     import ray
 
+    from rlcustom.console import is_verbose
+
     if ray.is_initialized():
         return
+    to_driver = is_verbose()  # actors' lines ("(Learner pid=...) ...") on the console only with --verbose
     address = getattr(cluster_cfg, "address", None)
     env = {"env_vars": {k: v for k, v in os.environ.items()
                         if k.startswith(("WANDB_MODE", "RLCUSTOM_", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -41,12 +44,12 @@ def init_ray(cluster_cfg=None, *, num_cpus: int | None = None, runtime_env: dict
     if runtime_env:
         env.update(runtime_env)
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        ray.init(address=address, runtime_env=env, log_to_driver=to_driver)
     else:
         ray.init(num_cpus=num_cpus or getattr(cluster_cfg, "num_cpus", None),
                  include_dashboard=bool(getattr(cluster_cfg, "include_dashboard", False)),
                  dashboard_host=getattr(cluster_cfg, "dashboard_host", None) or "127.0.0.1",
-                 _node_ip_address="127.0.0.1", runtime_env=env, log_to_driver=True)
+                 _node_ip_address="127.0.0.1", runtime_env=env, log_to_driver=to_driver)
 
 
 def free_port() -> int:

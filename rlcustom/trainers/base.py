@@ -173,9 +173,9 @@ class Trainer(RoleHost, CheckpointMixin):
             tracker.log_samples(self.step_idx, *self.samples)
             self.samples = None
         bar.update(1)
-        shown = [k for k in ("reward/mean", "kl/seq_mean", "train/loss", "train/nll", "train/reward_accuracy",
-                             "train/pair_accuracy") if k in stats][:3]
-        bar.set_postfix({k.split("/")[-1]: f"{stats[k]:.3g}" for k in shown})
+        from rlcustom.console import step_postfix
+
+        bar.set_postfix_str(step_postfix(stats))  # "reward 0.41 | KL 0.01 | step 3.1 s (generate 1.2, ...)"
         if self.cfg.save_every and self.step_idx % self.cfg.save_every == 0:
             self.save_checkpoint()
         if self._stop_signal is not None:

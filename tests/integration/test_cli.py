@@ -51,9 +51,10 @@ def test_corrupt_jsonl_names_file_and_line(tiny_dir, tmp_path):
 
 
 def test_every_subcommand_has_help():
-    for cmd in ("generate", "train", "demo", "prepare-model", "submit", "jobs"):
-        r = subprocess.run(RLC + [cmd, "--help"], capture_output=True, text=True)
-        assert r.returncode == 0 and "usage: rlcustom" in r.stdout, cmd
+    for cmd in (["generate"], ["train"], ["demo"], ["prepare-model"], ["submit"], ["jobs"], ["jobs", "logs"],
+                ["eval"], ["eval", "dera"], ["eval", "qadapter"], ["plot"], ["bench"]):
+        r = subprocess.run(RLC + [*cmd, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and f"usage: rlcustom {' '.join(cmd)}" in r.stdout.lower(), cmd
 
 
 def test_eval_writes_metrics_json(tiny_dir, tmp_path):

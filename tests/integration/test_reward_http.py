@@ -21,6 +21,7 @@ class RewardServer:
         self.fail_n = 0
         self.fail_status = 500
         self.malformed: str | None = None
+        self.retry_after: str | None = None  # Retry-After header of the failure answers
         self.echo_auth = False  # put the Authorization header in failure bodies (a careless server)
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
@@ -50,7 +51,7 @@ class RewardServer:
                         err = {"error": "try again"}
                         if owner.echo_auth:
                             err["you_sent"] = self.headers.get("Authorization")
-                        self._send(owner.fail_status, json.dumps(err).encode())
+                        self._send(owner.fail_status, json.dumps(err).encode(), owner.retry_after)
                     elif owner.malformed is not None:
                         self._send(200, owner.malformed.encode())
                     else:
@@ -60,9 +61,11 @@ class RewardServer:
                     with owner.lock:
                         owner.in_flight -= 1
 
-            def _send(self, status: int, data: bytes) -> None:
+            def _send(self, status: int, data: bytes, retry_after: str | None = None) -> None:
                 try:
                     self.send_response(status)
+                    if retry_after is not None:
+                        self.send_header("Retry-After", retry_after)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
@@ -224,3 +227,44 @@ def test_retry_warnings_never_log_the_key(server, monkeypatch, caplog):
             assert c.score(["p"], ["abcd"]) == [4.0]
     assert caplog.text.count("retrying") == 2
     assert "s3cret" not in caplog.text and "Bearer ***" in caplog.text
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    """The client's waits between attempts, recorded instead of slept."""
+    import rlcustom.rewards.http as H
+
+    out: list[float] = []
+    monkeypatch.setattr(H.time, "sleep", out.append)
+    return out
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_http_date_is_honoured(server, sleeps, status):
+    from email.utils import formatdate
+
+    server.fail_n, server.fail_status = 1, status
+    server.retry_after = formatdate(time.time() + 30, usegmt=True)  # RFC 9110 HTTP-date, 30 s ahead
+    with client(server.url, max_backoff_s=60.0) as c:
+        assert c.score(["p"], ["abc"]) == [3.0]
+    # the date has 1 s resolution and the request took a little time: 28..30 s, not the 0.01 s backoff
+    assert len(sleeps) == 1 and 28.0 <= sleeps[0] <= 30.0
+
+
+def test_retry_after_seconds_and_cap(server, sleeps):
+    from email.utils import formatdate
+
+    server.fail_n, server.fail_status, server.retry_after = 1, 503, "7"
+    with client(server.url, max_backoff_s=60.0) as c:
+        assert c.score(["p"], ["ab"]) == [2.0]
+    server.fail_n, server.retry_after = 1, formatdate(time.time() + 3600, usegmt=True)
+    with client(server.url, max_backoff_s=0.5) as c:
+        assert c.score(["p"], ["ab"]) == [2.0]
+    assert sleeps == [7.0, 0.5]  # an hour ahead is capped at max_backoff_s
+
+
+def test_backoff_doubles_without_retry_after(server, sleeps):
+    server.fail_n, server.fail_status = 3, 500
+    with client(server.url, backoff_s=0.1, max_backoff_s=10.0, jitter=0.0, max_retries=3) as c:
+        assert c.score(["p"], ["ab"]) == [2.0]
+    assert sleeps == pytest.approx([0.0, 0.2, 0.4])  # urllib3: no wait before the 1st retry, then b * 2**(k-1)

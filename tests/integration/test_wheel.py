@@ -21,6 +21,7 @@ def test_wheel_installs_and_imports(tmp_path):
     (wheel,) = dist.glob("rlcustom-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "rlcustom/actors/rollout.py" in names and "rlcustom/actors/learner.py" in names
+    assert "rlcustom/cli/root.py" in names and "rlcustom/console.py" in names  # the CLI package ships
     assert any(n.startswith("rlcustom/data/hh_rlhf/") and n.endswith(".jsonl.gz") for n in names)
     assert not any(n.startswith(("tests/", "actors/")) for n in names)
 
