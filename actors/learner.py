@@ -810,6 +810,9 @@ class LearnerActor(ActorBase):
                 if hasattr(scaler, k) and not callable(getattr(scaler, k)):
                     setattr(scaler, k, v)
         self.scheduler.load_state_dict(blob["scheduler"])
+        from rlcustom.actors.optim_hparams import apply_optim_hparams  # a forced new optim.lr is applied
+
+        apply_optim_hparams(self.base_optimizer, self.scheduler, self.optim_cfg)
         c = blob["counters"]
         self.steps, self.updates, self.skipped = c["steps"], c["updates"], c["skipped"]
         self.consecutive_nonfinite = c["consecutive_nonfinite"]

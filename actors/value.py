@@ -268,6 +268,9 @@ class ValueActor(ActorBase):
             # saved plain entries over the live ones (objects that were left out come from the live state)
             self.optimizer.load_state_dict({**self.optimizer.state_dict(), **state["optimizer"]})
             self.scheduler.load_state_dict({**self.scheduler.state_dict(), **state["scheduler"]})
+            from rlcustom.actors.optim_hparams import apply_optim_hparams  # a forced new lr is applied
+
+            apply_optim_hparams(self.optimizer, self.scheduler, self.optim_cfg, lr=self.lr, weight_decay=False)
         st = p / "value_state.json"
         if st.is_file():
             self.step_count = int(json.loads(st.read_text()).get("step", 0))

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from rlcustom.boundary import run_guarded, split_flags
 from rlcustom.errors import RLCustomError
+from rlcustom.preflight import preflight_args
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -43,7 +45,9 @@ def _load(args: argparse.Namespace, extra: list[str] | None = None):
     if config is not None and "=" in config and not Path(config).exists():  # only overrides were given
         overrides.insert(0, config)
         config = None
-    return load_config(config, overrides + (extra or []))
+    cfg = load_config(config, overrides + (extra or []))
+    preflight_args(cfg, args)  # every check that needs no Ray and no weights (rlcustom/preflight.py)
+    return cfg
 
 
 # ----------------------------------------------------------------------------- generate
@@ -195,6 +199,7 @@ def demo(args: argparse.Namespace) -> int:
 
     path = args.config or _find_config("demo.yaml")
     cfg = load_config(path, list(args.overrides))
+    preflight_args(cfg, args)
     print(f"rlcustom demo: {path or 'built-in defaults'} -> trainer '{cfg.trainer}' on {cfg.model.path}")
     if cfg.trainer == "generate":
         result = run_generation(cfg)
@@ -418,6 +423,7 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
+    argv, verbose = split_flags(sys.argv[1:] if argv is None else list(argv))  # --verbose, --resume-force
     args, extra = parser.parse_known_args(argv)
     # overrides may also come after options: `rlcustom generate cfg.yaml --out x.jsonl seed=3`
     if extra:
@@ -428,14 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except RLCustomError as e:
-        print(f"rlcustom {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"rlcustom {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_guarded(args.command, lambda: args.func(args), verbose)  # one line + exit 2 (rlcustom/boundary.py)
 
 
 if __name__ == "__main__":

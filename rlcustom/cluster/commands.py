@@ -57,6 +57,10 @@ def submit(args: argparse.Namespace) -> int:
     from rlcustom.cluster import jobs as J
 
     config, overrides = args.config, list(args.overrides)
+    from rlcustom.config import load_config
+    from rlcustom.preflight import preflight
+
+    preflight(load_config(config, overrides), "submit", config_path=config)  # before anything is uploaded
     sub = J.plan_submission(config, overrides, working_dir=args.working_dir, command=args.entrypoint_command,
                             env_names=args.env, install=args.install, runtime_env_file=args.runtime_env,
                             job_id=args.job_id, entrypoint_num_cpus=args.entrypoint_num_cpus,

@@ -240,9 +240,11 @@ class Trainer:
                 next(iter(self.groups.values())).get(refs, "checkpoint save")
 
         from rlcustom.tracking import redact
+        from rlcustom.trainers.checkpoint_identity import identity
 
         state = {"step": self.step_idx, "trainer": self.state_dict(), "wandb_id": self.wandb_id,
-                 "skipped": dict(self.skip_counts), "config": redact(to_dict(self.cfg))}
+                 "skipped": dict(self.skip_counts), "config": redact(to_dict(self.cfg)),
+                 "identity": redact(identity(self.cfg))}  # what resume compares (checkpoint_identity.py)
         try:
             path = self.ckpt.save(self.step_idx, state, write_roles)
         except Exception as e:  # noqa: BLE001 - disk full, a role's save raised, ...: say what is still there
@@ -263,6 +265,11 @@ class Trainer:
             return None
         if not (path / "trainer_state.json").is_file():
             raise RLCustomError(f"resume: {path} is not a checkpoint (no trainer_state.json)")
+        if not force_latest:  # identity and files (also checked before Ray by the preflight)
+            from rlcustom.trainers.checkpoint_identity import check_resume
+
+            for change in check_resume(self.cfg, self.stateful_roles, self.roles_used).accepted:
+                self.event(f"resume: accepting a changed {change} (resume_force)")
         state = self.ckpt.load_state(path)
         for role in self.stateful_roles:
             if role in self.groups and (path / role).exists():
@@ -505,5 +512,8 @@ def _rows(payload) -> range:
 def run_trainer(cfg) -> dict[str, Any]:
     import rlcustom.trainers  # noqa: F401  (registers the built-in trainers)
 
+    from rlcustom.preflight import preflight
+
+    preflight(cfg, "train")  # no Ray, no weights; a no-op when the CLI already checked this config
     cls = TRAINERS.get(cfg.trainer)
     return cls(cfg).fit()
