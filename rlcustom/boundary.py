@@ -27,6 +27,9 @@ from typing import Any, Callable
 from rlcustom.errors import RLCustomError
 
 EXIT_USER, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+# commands that run other programs whose traceback is their report (`bench all` reads a failed benchmark's
+# last traceback line): only our own one-line errors are turned into a line there
+RAW_COMMANDS = ("bench",)
 _LAST_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)): (.+)$")
 
 
@@ -131,6 +134,8 @@ def run_guarded(command: str, fn: Callable[[], Any], verbose: bool = False) -> i
     except SystemExit:
         raise
     except Exception as e:  # noqa: BLE001 - this is the boundary
+        if command in RAW_COMMANDS and not isinstance(e, RLCustomError):
+            raise
         line, code = describe(e)
         if verbose:
             traceback.print_exc()

@@ -44,7 +44,7 @@ def preflight_args(cfg, args: Any) -> None:
     """The CLI hook: ``preflight`` with what an argparse/typer namespace carries (``command``, ``out``, counts,
     ``config``, ``policy``/``reference``, ``rescore``)."""
     g = lambda k: getattr(args, k, None)  # noqa: E731
-    counts = {f"--{k.replace('_', '-')}": g(k) for k in ("limit", "pairs", "samples", "replayed", "new_tokens", "n")}
+    counts = {f"--{k.replace('_', '-')}": g(k) for k in ("limit", "pairs", "new_tokens", "n")}  # --replayed 0 is valid
     models = {"--policy": g("policy"), "--reference": g("reference")}
     preflight(cfg, g("command") or "train", out=None if g("rescore") else g("out"), config_path=g("config"),
               counts=counts, models=models)
