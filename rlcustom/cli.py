@@ -175,8 +175,10 @@ def _prepare_configure(p: argparse.ArgumentParser) -> None:
 
 @command("prepare-model", "convert the embedded GGUF model to safetensors in the cache (once)", configure=_prepare_configure)
 def prepare_model(args: argparse.Namespace) -> int:
-    from rlcustom.models.embedded import prepare_embedded
+    from rlcustom.models.embedded import cache_root, prepare_embedded
+    from rlcustom.preflight import check_creatable_dir
 
+    check_creatable_dir(cache_root(), "model cache (RLCUSTOM_CACHE)")  # before a minute of conversion
     t = time.perf_counter()
     path = prepare_embedded(args.alias, force=args.force)
     print(f"{args.alias}: ready in {path} ({time.perf_counter() - t:.1f} s)")

@@ -261,3 +261,13 @@ def test_joining_a_cluster_passes_no_local_only_settings(monkeypatch):
 def test_submit_dry_run_of_the_demo_config_passes_preflight(capsys):
     rc = main(["submit", DEMO, "steps=2", "--dry-run"])
     assert rc == 0, capsys.readouterr().err
+
+
+def test_prepare_model_into_an_uncreatable_cache_is_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("RLCUSTOM_CACHE", str(tmp_path / "afile" / "cache"))
+    rc, err = run_cli(capsys, ["prepare-model"])
+    assert rc == 2 and err.splitlines() == [f"rlcustom prepare-model: error: model cache (RLCUSTOM_CACHE): "
+                                            f"{tmp_path}/afile/cache cannot be created: {tmp_path}/afile is a file, "
+                                            "not a directory"], err
+    assert (tmp_path / "afile").read_text() == "x"
