@@ -117,7 +117,8 @@ def _close(word: str, options: tuple[str, ...]) -> bool:
     return bool(difflib.get_close_matches(word, options, n=1))
 
 
-def check_resume(cfg, stateful_roles: tuple[str, ...] = ("learner",), roles_used: tuple[str, ...] = ()) -> ResumePlan:
+def check_resume(cfg, stateful_roles: tuple[str, ...] = ("learner",),
+                 roles_used: tuple[str, ...] = ("learner",)) -> ResumePlan:
     """Validate the checkpoint this run would resume from, before anything loads. One-line errors:
     :class:`CheckpointError` for a damaged checkpoint, :class:`ResumeMismatch` for one from another run."""
     path = find_checkpoint(cfg)
@@ -131,7 +132,7 @@ def check_resume(cfg, stateful_roles: tuple[str, ...] = ("learner",), roles_used
         raise CheckpointError(f"resume: {state_file} is corrupt (not a JSON state with an integer 'step'; "
                               f"truncated?); pass resume=<an older checkpoint directory> or resume=never")
     for role in stateful_roles:
-        if roles_used and role not in roles_used:
+        if role not in roles_used:  # a role this trainer does not place writes nothing
             continue
         rdir = path / role
         if not rdir.is_dir():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,9 @@ import pytest
 from rlcustom.cli import main
 
 pytestmark = pytest.mark.usefixtures("local_ray")  # conftest: one real local Ray for the module
+# Ray workers inherit the environment of the ray.init that starts them (after collection): this lets a reward
+# actor import `test_reliability:exit_reward`, as a user's own reward module would be importable on the cluster
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
 
 
 def exit_reward(prompt: str, completion: str, *, response_ids=(), **kw) -> float:
@@ -146,7 +150,8 @@ def test_reward_calling_sys_exit_is_one_line_at_the_first_step(trained, tmp_path
     cfg.write_text(cfg_path.read_text().replace("spec: length_tokens", "spec: 'test_reliability:exit_reward'"))
     rc = main(["train", str(cfg), f"output_dir={tmp_path / 'x'}", "steps=1"])
     cap = capsys.readouterr()
-    err = cap.err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1, err
-    assert "reward 'test_reliability:exit_reward' failed on sample 0: SystemExit: 3 (prompt" in err
+    lines = [ln for ln in cap.err.strip().splitlines() if not ln.startswith("pg:")]  # the progress bar is stderr's
+    assert rc == 2 and len(lines) == 1, cap.err
+    assert lines[0].startswith("rlcustom train: error: reward 'test_reliability:exit_reward' failed on sample 0: "
+                               "SystemExit: 3 (prompt '"), lines
     assert "actor died" not in cap.out and "restarting all roles" not in cap.out  # no retries, no rebuilds
