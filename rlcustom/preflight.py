@@ -12,7 +12,8 @@ line naming the key, file or flag and what to do. What it checks:
   imported), a model or loglik reward without ``model_path``, an http reward without ``url``;
 * models: directory completeness (``config.json``, safetensors weights whole, tokenizer) and
   ``config.json`` vs the weights' shapes (:mod:`rlcustom.models.files`); LoRA target modules that match nothing;
-* the checkpoint a resume would load (:func:`rlcustom.trainers.checkpoint_identity.check_resume`);
+* the ``resume`` value; the checkpoint it would load is checked next, after the prompt data, by
+  ``Trainer.preflight`` (:func:`rlcustom.trainers.checkpoint_identity.check_resume`), still before Ray;
 * ``tracking.mode=online`` without a W&B key; ``cluster.address`` reachable within 3 s;
 * counts given on the command line (``--limit 0``).
 """
@@ -97,10 +98,10 @@ def _run(cfg, command: str, out, config_path, counts: Mapping, models: Mapping) 
             check_model(path, flag)
     if cfg.reward.spec == "loglik" and cfg.reward.model_path and (training or command == "eval"):
         check_model(cfg.reward.model_path, "reward.model_path", need_tokenizer=False)
-    if not generating and trainer is not None:
-        from rlcustom.trainers.checkpoint_identity import check_resume
+    if not generating and trainer is not None and cfg.resume not in ("auto", "never"):
+        from rlcustom.trainers.checkpoint_identity import find_checkpoint
 
-        check_resume(cfg, tuple(trainer.stateful_roles), tuple(trainer.roles_used))  # accepted changes: said on load
+        find_checkpoint(cfg)  # a resume typo now; the checkpoint itself after the data (Trainer.preflight)
     if training:
         check_cluster(cfg.cluster.address)
 

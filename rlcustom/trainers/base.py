@@ -392,6 +392,9 @@ class Trainer:
             from rlcustom.trainers.roles import prompt_batch
 
             prompt_batch(self, 0)
+        from rlcustom.trainers.checkpoint_identity import check_resume  # the checkpoint resume would load: files,
+
+        check_resume(self.cfg, tuple(self.stateful_roles), tuple(self.roles_used))  # identity (after the data)
 
     def _role_of(self, err: BaseException) -> str | None:
         actor_id = getattr(err, "actor_id", None)
