@@ -126,10 +126,24 @@ def check_trainer(cfg):
     return reg.get(cfg.trainer)(cfg)
 
 
+def _all_roles() -> set[str]:
+    """Roles some built-in trainer places: a config shared by several trainers may set them all."""
+    out = {"rollout", "learner", "reward", "reference", "critic", "value"}
+    for name in _trainers().names():
+        ru = getattr(_trainers().get(name), "roles_used", ())
+        if isinstance(ru, tuple):
+            out.update(ru)
+    return out
+
+
 def check_roles(cfg, trainer) -> None:
     used = list(trainer.roles_used)
     for name, rc in cfg.roles.items():
-        if name not in used:
+        if name not in used and name in _all_roles():  # a real role another trainer uses: said, not fatal
+            from rlcustom.trainers.checkpoint import _note
+
+            _note(f"note: roles.{name} is not used by trainer '{cfg.trainer}' (its roles: {', '.join(used)})")
+        elif name not in used:
             close = difflib.get_close_matches(name, used, n=1)
             hint = f"did you mean 'roles.{close[0]}'? " if close else ""
             raise PreflightError(f"key 'roles.{name}': trainer '{cfg.trainer}' has no role '{name}' "
