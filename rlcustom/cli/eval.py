@@ -52,7 +52,8 @@ def metrics(
     """Reward, KL to a reference, preference accuracy and perplexity of a model (OUTPUT_DIR/eval.json)."""
     from rlcustom.eval.metrics import METRICS, evaluate, write
 
-    cfg = load(config, overrides)
+    cfg = load(config, overrides, command="eval", out=out, limit=limit, pairs=pairs, policy=policy,
+               reference=reference)
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     bad = [m for m in names if m not in METRICS]
     if bad:
@@ -90,7 +91,7 @@ def dera(
     from rlcustom.eval.dera import parse_lams, rescore as rescore_sweep, run
 
     if rescore:
-        cfg = load(config, overrides)
+        cfg = load(config, overrides, command="eval", out=out, rescore=True)
         path = out or Path(cfg.output_dir) / "dera.json"
         res = rescore_sweep(cfg, path, samples=samples)
         print(f"wrote {path}" + (f" and {res['plot']}" if res.get("plot") else ""))
@@ -99,7 +100,7 @@ def dera(
     if not aligned and not adapter:
         raise RLCustomError("eval dera: needs --aligned PATH (an aligned model directory, e.g. OUTPUT_DIR/model) "
                             "or --adapter DIR (a LoRA adapter or LoRA checkpoint over model.path)")
-    cfg = load(config, overrides)
+    cfg = load(config, overrides, command="eval", out=out, limit=limit)
     path = out or Path(cfg.output_dir) / "dera.json"
     res = run(cfg, lams=lam_values, aligned=aligned, adapter=adapter, interp=interp, limit=limit, samples=samples,
               out=path)
@@ -128,7 +129,7 @@ def qadapter(
     """One row of the Q-Adapter comparison: held-out preference accuracy and forgetting (eval_qadapter.json)."""
     from rlcustom.eval.qadapter_run import run
 
-    cfg = load(config, overrides)
+    cfg = load(config, overrides, command="eval", out=out, pairs=pairs, new_tokens=new_tokens, policy=policy)
     path = out or Path(cfg.output_dir) / "eval_qadapter.json"
     res: dict[str, Any] = run(cfg, adapter=adapter, policy=policy, pairs=pairs, replayed=replayed,
                               new_tokens=new_tokens, original=original, out=path)

@@ -75,7 +75,8 @@ def generate(
              "n": n, "seed": seed}
     dec = SimpleNamespace(decoder=decoder and decoder.value, value=value or None, beta=beta or None, topk=topk,
                           aligned=aligned or None, adapter=adapter, lam=lam or None, alpha=alpha, alpha0=alpha0)
-    cfg = load(config, overrides, flag_overrides(flags, GEN_FLAGS) + decoder_overrides(dec))  # flags win
+    cfg = load(config, overrides, flag_overrides(flags, GEN_FLAGS) + decoder_overrides(dec),  # flags win
+               command="generate", out=out, limit=limit, n=n)
     result = run_generation(cfg, out_path=out)
     print(result["summary"])
     return 0

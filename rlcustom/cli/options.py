@@ -31,12 +31,20 @@ def split_config(config: str | None, overrides: Iterable[str] | None) -> tuple[s
     return config, rest
 
 
-def load(config: str | None, overrides: Iterable[str] | None, extra: Iterable[str] = ()):
-    """The validated config: file, then its overrides, then ``extra`` (flags win over both)."""
+def load(config: str | None, overrides: Iterable[str] | None, extra: Iterable[str] = (), *, command: str = "train",
+         **checks: Any):
+    """The validated config: file, then its overrides, then ``extra`` (flags win over both); then the preflight
+    (every check that needs no Ray and no weights: paths, registry names, model files, resume; ``checks`` are
+    the command's ``out``/``limit``/``pairs``/``n``/``new_tokens``/``policy``/``reference``/``rescore``)."""
+    from types import SimpleNamespace
+
     from rlcustom.config import load_config
+    from rlcustom.preflight import preflight_args
 
     path, ov = split_config(config, overrides)
-    return load_config(path, ov + list(extra))
+    cfg = load_config(path, ov + list(extra))
+    preflight_args(cfg, SimpleNamespace(command=command, config=path, **checks))
+    return cfg
 
 
 def flag_overrides(values: Mapping[str, Any], table: Mapping[str, str]) -> list[str]:

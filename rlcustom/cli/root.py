@@ -22,7 +22,6 @@ from rlcustom.cli import cluster as _cluster
 from rlcustom.cli import eval as _eval
 from rlcustom.cli import generate as _generate
 from rlcustom.cli import run as _run
-from rlcustom.errors import RLCustomError
 
 app = typer.Typer(name="rlcustom", help="Distributed RL for language models on Ray.", no_args_is_help=True,
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,20 +74,19 @@ _PASS_THROUGH = ("bench",)  # everything after the name belongs to the benchmark
 OPTIONAL_VALUE = {("submit", "--install"): _cluster.DEFAULT_LOCK}
 
 
-def guarded(command: str, fn: Callable[[], int]) -> int:
+def guarded(command: str, fn: Callable[[], int], verbose: bool = False) -> int:
     """The one error boundary every command runs in (its only call site is :func:`main`): a failure a user
-    can fix is one line on stderr and exit 2; Ctrl-C is exit 130.
+    can fix is one line on stderr and exit 2, Ray's wrappers unwrapped to the user's own exception
+    (:func:`rlcustom.boundary.run_guarded`); Ctrl-C is exit 130; ``--verbose`` adds the traceback."""
+    from rlcustom.boundary import run_guarded
 
-    MERGE: with rlcustom/boundary.py (helper "rel") this body becomes the one line
-    ``return run_guarded(command, fn, console.is_verbose())`` (``from rlcustom.boundary import run_guarded``)."""
-    try:
-        return fn()
-    except RLCustomError as e:
-        print(f"rlcustom {command}: error: {e}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, typer.Abort):
-        print(f"rlcustom {command}: interrupted", file=sys.stderr)
-        return 130
+    def call() -> int:
+        try:
+            return fn()
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+
+    return run_guarded(command, call, verbose or console.is_verbose())
 
 
 def _fill_optional_values(argv: list[str]) -> list[str]:
@@ -135,6 +133,10 @@ def _run(argv: list[str], name: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (2: a one-line error a user can fix)."""
-    argv = _fill_optional_values(_hoist_verbose(list(sys.argv[1:] if argv is None else argv)))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    # --resume-force: resume although the checkpoint's identity differs (trainers/checkpoint_identity.py)
+    argv = [("resume_force=true" if a == "--resume-force" else a) for a in argv[:cut]] + argv[cut:]
+    argv = _fill_optional_values(_hoist_verbose(argv))
     name = next((a for a in argv if not a.startswith("-")), "")
-    return guarded(name, lambda: _run(argv, name))
+    return guarded(name, lambda: _run(argv, name), verbose="--verbose" in argv[:cut] or "-v" in argv[:cut])

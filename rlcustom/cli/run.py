@@ -33,10 +33,14 @@ def demo(
         help="default: configs/demo.yaml beside the package, else built-in")] = None,
 ) -> int:
     """The main job on the embedded model (see docs/getting-started.md)."""
+    from types import SimpleNamespace
+
     from rlcustom.config import load_config
+    from rlcustom.preflight import preflight_args
 
     path = config or find_config("demo.yaml")
     cfg = load_config(path, list(overrides or []))
+    preflight_args(cfg, SimpleNamespace(command="demo", config=path))  # no Ray, no weights: one line if wrong
     print(f"rlcustom demo: {path or 'built-in defaults'} -> trainer '{cfg.trainer}' on {cfg.model.path}")
     if cfg.trainer == "generate":
         from rlcustom.cli.generate import run_generation
@@ -92,8 +96,10 @@ def prepare_model(
     force: Annotated[bool, typer.Option("--force", help="convert again even if cached")] = False,
 ) -> int:
     """Convert the embedded GGUF model to safetensors in the cache (once)."""
-    from rlcustom.models.embedded import prepare_embedded
+    from rlcustom.models.embedded import cache_root, prepare_embedded
+    from rlcustom.preflight import check_creatable_dir
 
+    check_creatable_dir(cache_root(), "model cache (RLCUSTOM_CACHE)")  # before a minute of conversion
     t = time.perf_counter()
     path = prepare_embedded(alias, force=force)
     print(f"{alias}: ready in {path} ({time.perf_counter() - t:.1f} s)")

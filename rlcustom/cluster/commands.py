@@ -31,6 +31,10 @@ def submit(config: str, overrides: Sequence[str], *, address: str | None = None,
     """``rlcustom submit``: plan, show (redacted), submit, then follow the job's log unless ``no_wait``."""
     from rlcustom.cluster import client as C, jobs as J, watch as W
 
+    from rlcustom.config import load_config
+    from rlcustom.preflight import preflight
+
+    preflight(load_config(config, list(overrides)), "submit", config_path=config)  # before anything is uploaded
     sub = J.plan_submission(config, list(overrides), working_dir=working_dir, command=entrypoint_command,
                             env_names=list(env), install=install, runtime_env_file=runtime_env,
                             job_id=job_id, entrypoint_num_cpus=entrypoint_num_cpus,

@@ -8,6 +8,7 @@ that fails to import raises its own error here; it is never read as "key 'algo' 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +18,7 @@ import yaml
 from rlcustom.config.coerce import _build, _convert, _Fail, _fmt
 from rlcustom.config.sections import SECTIONS, RunConfig
 from rlcustom.errors import ConfigError
+from rlcustom.yaml_strict import safe_load_strict
 
 PLUGINS = ("rlcustom.builtins",)  # modules whose import registers trainers, sections, rewards, ...
 _loaded = False
@@ -58,7 +60,14 @@ def _set_path(tree: dict, path: list[str], value: Any) -> None:
             nxt = {}
             node[p] = nxt
         node = nxt
+    if isinstance(value, dict) and isinstance(node.get(path[-1]), dict):  # `data={prompts: P}` merges into data
+        value = _merged(node[path[-1]], value)
     node[path[-1]] = value
+
+
+def _merged(old: dict, new: dict) -> dict:
+    return {**old, **{k: _merged(old[k], v) if isinstance(v, dict) and isinstance(old.get(k), dict) else v
+                      for k, v in new.items()}}
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -66,7 +75,7 @@ def read_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"{p}: no such config file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = safe_load_strict(p.read_text(), str(p))  # a key given twice is an error naming both lines
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
@@ -92,6 +101,13 @@ def from_dict(data: Mapping[str, Any], *, source: str = "<config>", cls: type = 
         if section is None:
             load_plugins()
             section = SECTIONS.get(cfg.trainer)
+        if section is None and cfg.trainer != "generate":  # an unknown trainer, not its algo: key, is the error
+            from rlcustom.registry import TRAINERS
+
+            if TRAINERS.names() and cfg.trainer not in TRAINERS:
+                close = difflib.get_close_matches(cfg.trainer, TRAINERS.names() + ["generate"], n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(TRAINERS.names())})"
+                raise ConfigError(f"{source}: unknown trainer '{cfg.trainer}'{hint}")
         if algo_raw is not None and section is None:
             raise ConfigError(f"{source}: key 'algo' is not used by trainer '{cfg.trainer}'")
         if section is not None:

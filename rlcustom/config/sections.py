@@ -130,6 +130,7 @@ class RunConfig:
     save_every: int = field(default=0, metadata=non_negative)  # checkpoint every N steps (0: only at the end)
     keep_checkpoints: int = field(default=2, metadata=positive)
     resume: str = "auto"  # auto: continue from OUTPUT_DIR/checkpoints/latest if present | never | a checkpoint dir
+    resume_force: bool = False  # resume although the checkpoint's identity differs (a new optim.lr is applied)
     sync: Literal["collective", "object_store"] = "collective"  # learner -> rollout weight transport
     reward: RewardConfig = RewardConfig()  # what scores rollouts (trainers that need a reward)
     tracking: TrackingConfig = TrackingConfig()

@@ -80,7 +80,7 @@ def resolve_reward(spec: str | RewardFn) -> RewardFn:
         raise RewardSpecError(f"reward {spec!r}: expected 'module.path:function'")
     try:
         obj: Any = importlib.import_module(mod_name)
-    except Exception as e:  # noqa: BLE001 - any import failure is reported the same way
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - any import failure (even sys.exit) is reported the same way
         raise RewardSpecError(f"reward {spec!r}: cannot import module {mod_name!r}: {type(e).__name__}: {e}") from None
     for part in attr.split("."):
         try:
@@ -110,6 +110,10 @@ def check_reward_value(value: Any, name: str, index: int, prompt: Any = None) ->
     where = f" (prompt {prompt_snippet(prompt)})" if prompt is not None else ""
     if isinstance(value, bool):
         return float(value)
+    if isinstance(value, (str, bytes)):  # float("0.5") would pass: a string is not a reward, whatever it says
+        raise RewardFunctionError(
+            f"reward {name!r} failed on sample {index}: returned {value!r} ({type(value).__name__}), "
+            f"expected a number{where}")
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -151,7 +155,8 @@ def apply_reward(
             value = fn(p, c, response_ids=list(ids), **kw)
         except RewardFunctionError:
             raise
-        except Exception as e:  # noqa: BLE001 - user code: any failure is reported with its sample
+        except (Exception, SystemExit, KeyboardInterrupt) as e:  # noqa: BLE001 - user code: any failure, even
+            # sys.exit() or a stray KeyboardInterrupt, is this reward's failure on this sample (not a dead actor)
             msg = str(e).splitlines()[0] if str(e) else ""
             raise RewardFunctionError(f"reward {name!r} failed on sample {i}: {type(e).__name__}: {msg} "
                                       f"(prompt {prompt_snippet(p)})") from e

@@ -43,7 +43,8 @@ def init_ray(cluster_cfg=None, *, num_cpus: int | None = None, runtime_env: dict
                                          "VLLM_CPU", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS"))}}
     if runtime_env:
         env.update(runtime_env)
-    if address:
+    address = address or os.environ.get("RAY_ADDRESS")  # a submitted job joins its cluster: local-only
+    if address:                                           # settings (cluster.num_cpus, dashboard) do not apply
         ray.init(address=address, runtime_env=env, log_to_driver=to_driver)
     else:
         ray.init(num_cpus=num_cpus or getattr(cluster_cfg, "num_cpus", None),

@@ -13,6 +13,9 @@ from rlcustom.trainers.base import Trainer, register_trainer
 
 def run_trainer(cfg) -> dict[str, Any]:
     """Train with the registered trainer ``cfg.trainer``."""
+    from rlcustom.preflight import preflight
+
+    preflight(cfg, "train")  # no Ray, no weights; a no-op when the CLI already checked this config
     return TRAINERS.get(cfg.trainer)(cfg).fit()
 
 

@@ -81,6 +81,9 @@ class Trainer(RoleHost, CheckpointMixin):
             from rlcustom.data.sampler import PromptSampler
 
             self.sampler = PromptSampler.from_config(self.cfg)
+        from rlcustom.trainers.checkpoint_identity import check_resume  # the checkpoint resume would load:
+
+        check_resume(self.cfg, tuple(self.stateful_roles), tuple(self.roles_used))  # files, identity
 
     # ------------------------------------------------------------------ the loop
     @property

@@ -32,9 +32,11 @@ class CheckpointMixin:
                 next(iter(self.groups.values())).get(refs, "checkpoint save")
 
         from rlcustom.tracking import redact
+        from rlcustom.trainers.checkpoint_identity import identity
 
         state = {"step": self.step_idx, "trainer": self.state_dict(), "wandb_id": self.wandb_id,
-                 "skipped": dict(self.faults.skip_counts), "config": redact(to_dict(self.cfg))}
+                 "skipped": dict(self.faults.skip_counts), "config": redact(to_dict(self.cfg)),
+                 "identity": redact(identity(self.cfg))}  # what resume compares (checkpoint_identity.py)
         if self.sampler is not None:
             state["sampler"] = self.sampler.state_dict()
         try:
@@ -57,6 +59,11 @@ class CheckpointMixin:
             return None
         if not (path / "trainer_state.json").is_file():
             raise RLCustomError(f"resume: {path} is not a checkpoint (no trainer_state.json)")
+        if not force_latest:  # identity and files (also checked before Ray by the preflight)
+            from rlcustom.trainers.checkpoint_identity import check_resume
+
+            for change in check_resume(self.cfg, self.stateful_roles, self.roles_used).accepted:
+                self.event(f"resume: accepting a changed {change} (resume_force)")
         state = self.ckpt.load_state(path)
         for role in self.stateful_roles:
             if role in self.groups and (path / role).exists():

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rlcustom.training.serialize import plain_state, rng_state, set_rng_state
+from rlcustom.training.optim_hparams import apply_optim_hparams
 
 if TYPE_CHECKING:
     from rlcustom.training.engine import TrainingEngine
@@ -75,5 +76,7 @@ def load_state(te: "TrainingEngine", path: str | Path, blob: dict | None = None)
             if hasattr(scaler, k) and not callable(getattr(scaler, k)):
                 setattr(scaler, k, v)
     te.scheduler.load_state_dict(blob["scheduler"])
+    # the config's optim.* win over the restored ones (a forced resume with a new lr applies it)
+    apply_optim_hparams(te.base_optimizer, te.scheduler, te.optim_cfg)
     te.set_counters(blob["counters"])
     set_rng_state(torch.load(path / rng_file(te.rank), map_location="cpu", weights_only=True))
