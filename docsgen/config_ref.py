@@ -37,7 +37,17 @@ class Section:
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """``{field: its trailing comment}`` from the class body's source (comments on any line of the field)."""
+    """``{field: its trailing comment}`` from the class body's source (comments on any line of the field),
+    and from its dataclass bases' for inherited fields (a subclass's own comment wins)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is cls or dataclasses.is_dataclass(klass):
+            out.update(_own_field_comments(klass))
+    return out
+
+
+def _own_field_comments(cls: type) -> dict[str, str]:
+    """``{field: its trailing comment}`` for the fields written in ``cls``'s own class body."""
     try:
         src = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):

@@ -29,7 +29,7 @@ def best_of_n(rollouts, scores: list[float]) -> tuple[list[int], list[float]]:
 @dataclass(frozen=True)
 class BestOfNConfig:
     n: int = field(default=8, metadata=positive)  # samples per prompt
-    prompts_per_step: int = field(default=8, metadata=positive)
+    prompts_per_step: int = field(default=8, metadata=positive)  # prompts sampled per step (x algo.n samples)
 
 
 @register_trainer("best_of_n")

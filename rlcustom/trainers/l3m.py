@@ -82,7 +82,9 @@ class ConstraintSpec:
 
 @dataclass(frozen=True)
 class ConstrainedConfig:
-    constraints: tuple[ConstraintSpec, ...] = (ConstraintSpec(name="length", lo=20.0, hi=40.0),)
+    constraints: tuple[ConstraintSpec, ...] = (  # the constrained rewards: a list of {name, reward, lo, hi, ...}
+        ConstraintSpec(name="length", lo=20.0, hi=40.0),
+    )
     prompts_per_step: int = field(default=8, metadata=positive)  # rollout prompts per constraint step (x sampling.n)
     task_batch_size: int = field(default=8, metadata=positive)  # SFT rows per task step
     max_completion_tokens: int = field(default=256, metadata=positive)  # SFT completions truncated to this

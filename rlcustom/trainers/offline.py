@@ -55,7 +55,7 @@ class DatasetTrainer(Trainer):
 @dataclass(frozen=True)
 class SFTConfig:
     batch_size: int = field(default=8, metadata=positive)  # examples per optimizer step
-    max_completion_tokens: int = field(default=256, metadata=positive)
+    max_completion_tokens: int = field(default=256, metadata=positive)  # most reply tokens per example, EOS included
 
 
 @register_trainer("sft")
@@ -90,7 +90,7 @@ class DPOConfig:
     pairs_per_step: int = field(default=8, metadata=positive)  # preference pairs per optimizer step
     beta: float = field(default=0.1, metadata=positive)  # DPO temperature (Rafailov et al. 2023)
     label_smoothing: float = 0.0  # conservative DPO; 0 = standard
-    max_completion_tokens: int = field(default=256, metadata=positive)
+    max_completion_tokens: int = field(default=256, metadata=positive)  # most reply tokens per example, EOS included
 
 
 @register_trainer("dpo")
@@ -131,7 +131,7 @@ class DPOTrainer(DatasetTrainer):
 @dataclass(frozen=True)
 class RewardTrainConfig:
     pairs_per_step: int = field(default=8, metadata=positive)  # preference pairs per optimizer step
-    max_completion_tokens: int = field(default=256, metadata=positive)
+    max_completion_tokens: int = field(default=256, metadata=positive)  # most reply tokens per example, EOS included
     eval_pairs: int = field(default=64, metadata=positive)  # held-out pairs scored at the end
     backbone_layers: int | None = field(default=None, metadata=positive)  # keep the first N layers (None: all)
 

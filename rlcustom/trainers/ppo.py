@@ -24,19 +24,19 @@ class PPOConfig:
     ppo_epochs: int = field(default=1, metadata=positive)  # optimisation passes over each batch
     clip_eps: float = field(default=0.2, metadata=positive)  # policy ratio clip
     value_clip_eps: float = field(default=0.2, metadata=positive)  # critic clip around old values
-    gamma: float = field(default=1.0, metadata=unit_interval)
+    gamma: float = field(default=1.0, metadata=unit_interval)  # discount of the per-token returns
     lam: float = field(default=0.95, metadata=unit_interval)  # GAE lambda
     advantage: str = "gae"  # gae (critic) | grpo | rloo | reinforce | any registered estimator
     # Normalise advantages over the batch. None = on for GAE, off for group estimators (grpo/rloo/reinforce):
     # re-centring group baselines over the batch gives a group whose answers all scored the same non-zero
     # advantages (a length-biased gradient from prompts with no signal); no peer whitens them by default.
-    whiten_advantages: bool | None = None
+    whiten_advantages: bool | None = None  # null: on for gae, off for group estimators (see above)
     kl_coef: float = field(default=0.05, metadata=non_negative)  # initial KL coefficient beta
     kl_target: float | None = None  # set for the adaptive controller (Ziegler et al. 2019)
-    kl_horizon: int = field(default=10000, metadata=positive)
-    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
-    kl_mode: Literal["reward", "loss"] = "reward"
-    entropy_coef: float = field(default=0.0, metadata=non_negative)
+    kl_horizon: int = field(default=10000, metadata=positive)  # adaptive KL gain = samples / kl_horizon per update
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"  # per-token KL estimator (Schulman 2020)
+    kl_mode: Literal["reward", "loss"] = "reward"  # KL as a per-token reward penalty or a loss term (GRPO)
+    entropy_coef: float = field(default=0.0, metadata=non_negative)  # weight of the entropy bonus in the loss
     agg: Literal["token", "seq", "seq_sum"] = "token"  # loss aggregation
     critic_lr: float | None = None  # default: optim.lr
     critic_layers: int | None = None  # a smaller critic: the first N layers of the policy

@@ -74,7 +74,7 @@ class QAdapterConfig:
     length_normalize: bool = False  # mean instead of sum of rewards per reply (not in the paper)
     base_forward: Literal["cached", "separate", "paired"] = "cached"  # how log pi_1 is computed (see the objective)
     cache_dtype: Literal["float32", "bfloat16"] = "float32"  # cached pi_1 hidden states (bfloat16 halves memory)
-    max_completion_tokens: int = field(default=256, metadata=positive)
+    max_completion_tokens: int = field(default=256, metadata=positive)  # most reply tokens per example, EOS included
 
 
 @register_trainer("qadapter")
@@ -182,7 +182,7 @@ class ReplayConfig:
     replay_prompts: str | None = None  # prompts file for the original task; null: built-in neutral prompts
     replay_examples: int = field(default=16, metadata=positive)  # at most this many replay prompts
     replay_max_new_tokens: int = field(default=64, metadata=positive)  # length of pi_1's greedy answers
-    max_completion_tokens: int = field(default=256, metadata=positive)
+    max_completion_tokens: int = field(default=256, metadata=positive)  # most reply tokens per example, EOS included
 
 
 @register_trainer("replay")
