@@ -2,11 +2,13 @@
 
 A reward function scores one sample::
 
-    fn(prompt: str, completion: str, *, response_ids: list[int], **kwargs) -> float
+    fn(prompt: str, completion: str, *, response_ids: list[int], **row_fields, **kwargs) -> float
 
 ``prompt``/``completion`` are text; ``response_ids`` are the generated token ids
-(the EOS token included when the sample stopped on it); ``kwargs`` come from the
-config (``reward.kwargs``). The built-in rules declare their keyword arguments
+(the EOS token included when the sample stopped on it); ``row_fields`` are the prompt
+record's other columns (``answer``, ``tests``, ...: those the function names, or all of
+them if it takes ``**kwargs``; see :mod:`rlcustom.rewards.signature`); ``kwargs`` come
+from the config (``reward.kwargs``) and win on a clash. The built-in rules declare their keyword arguments
 explicitly, so a misspelt kwarg fails loudly (as a :class:`RewardFunctionError`
 naming the function and the sample) instead of being ignored.
 
@@ -131,6 +133,7 @@ def apply_reward(
     kwargs: Mapping[str, Any] | None = None,
     *,
     name: str | None = None,
+    fields: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[float]:
     """Score each sample with one reward function; errors name the reward and the sample index.
 
@@ -144,11 +147,13 @@ def apply_reward(
     if not (len(prompts) == len(completions) == len(response_ids)):
         raise ValueError(f"reward {name!r}: got {len(prompts)} prompts, {len(completions)} completions and "
                          f"{len(response_ids)} response_ids; they must be equally long")
-    kw = dict(kwargs or {})
+    from rlcustom.rewards.signature import accepted_fields, call_kwargs
+
+    kw, accepted = dict(kwargs or {}), accepted_fields(fn)
     out: list[float] = []
     for i, (p, c, ids) in enumerate(zip(prompts, completions, response_ids)):
-        try:
-            value = fn(p, c, response_ids=list(ids), **kw)
+        try:  # the sample's row fields (answer, tests, ...) that fn names, then the config's kwargs
+            value = fn(p, c, response_ids=list(ids), **call_kwargs(accepted, fields[i] if fields else None, kw))
         except RewardFunctionError:
             raise
         except Exception as e:  # noqa: BLE001 - user code: any failure is reported with its sample

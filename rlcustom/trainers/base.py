@@ -143,6 +143,7 @@ class Trainer:
         """Prompts split over rollout replicas; a crashed replica costs a retry of this call only."""
         from ray.exceptions import ActorUnavailableError, RayActorError
 
+        from rlcustom.data.fields import attach_fields
         from rlcustom.engines.base import Rollouts
         from rlcustom.runtime.runtime import shard_rows
 
@@ -152,7 +153,7 @@ class Trainer:
                 parts = shard_rows(len(prompts), len(rg))
                 refs = [a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i))
                         for i, (a, s) in enumerate(zip(rg.actors, parts)) if s.stop > s.start]
-                return Rollouts.concat(rg.get(refs, "generate"))
+                return attach_fields(Rollouts.concat(rg.get(refs, "generate")), prompts)  # answer, tests, ...
             except (RayActorError, ActorUnavailableError) as e:
                 self.event(f"step {self.step_idx}: rollout actor died ({type(e).__name__}); "
                            f"retrying the generate call after a weight re-sync (attempt {attempt + 2}/{attempts})")

@@ -83,12 +83,21 @@ def prompt_batch(trainer: "Trainer", n: int) -> list[list[int]]:
 
         tok = load_tokenizer(trainer.cfg.model.path, trust_remote_code=trainer.cfg.model.trust_remote_code)
         ps = build_prompts(trainer.cfg.data, tok, seed=trainer.cfg.seed)
+        if "reward" in trainer.roles_used:  # a reward needing a column the data lacks: one line, before Ray
+            from rlcustom.data.fields import common_columns
+            from rlcustom.rewards.signature import check_reward_columns
+
+            check_reward_columns(trainer.cfg.reward.spec, trainer.cfg.reward.kwargs, common_columns(ps.fields),
+                                 f"data.prompts={trainer.cfg.data.prompts}")
         order = list(range(len(ps.ids)))
         random.Random(trainer.cfg.seed).shuffle(order)
         trainer._prompt_set, trainer._prompt_order = ps, order
     ps, order = trainer._prompt_set, trainer._prompt_order
+    from rlcustom.data.fields import PromptBatch
+
     start = trainer.step_idx * n
-    return [ps.ids[order[(start + j) % len(order)]] for j in range(n)]
+    rows = [order[(start + j) % len(order)] for j in range(n)]
+    return PromptBatch([ps.ids[r] for r in rows], [ps.fields[r] for r in rows] if ps.fields else None)
 
 
 def first_last(history: list[dict], key: str, k: int = 3) -> str:
