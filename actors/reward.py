@@ -162,6 +162,16 @@ class RewardActor(ActorBase):
             return self.client.score(prompts, completions, kwargs=self.kwargs or None)
         return self._score_model(rollouts)
 
+    def score_details(self, rollouts: Rollouts) -> dict[str, list]:
+        """:meth:`score` plus each sample's failure reason and parts (``rlcustom.rewards.details``)."""
+        if self.kind != "python" or len(rollouts) == 0:
+            return {"scores": self.score(rollouts), "reasons": [], "parts": []}
+        from rlcustom.rewards.details import score_details
+
+        prompts, completions = self.texts(rollouts)
+        return score_details(self.fn, prompts, completions, rollouts.response_ids, self.kwargs, name=self.spec,
+                             fields=rollouts.fields or None)
+
     @torch.no_grad()
     def _score_model(self, rollouts: Rollouts) -> list[float]:
         if self.retokenize:

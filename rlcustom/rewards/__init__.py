@@ -134,6 +134,7 @@ def apply_reward(
     *,
     name: str | None = None,
     fields: Sequence[Mapping[str, Any]] | None = None,
+    info: list | None = None,
 ) -> list[float]:
     """Score each sample with one reward function; errors name the reward and the sample index.
 
@@ -161,6 +162,8 @@ def apply_reward(
             raise RewardFunctionError(f"reward {name!r} failed on sample {i}: {type(e).__name__}: {msg} "
                                       f"(prompt {prompt_snippet(p)})") from e
         out.append(check_reward_value(value, name, i, p))
+        if info is not None:  # why a verifiable reward scored what it did, a composite's parts (Scored)
+            info.append((getattr(value, "reason", None), getattr(value, "parts", None)))
     return out
 
 
@@ -246,3 +249,10 @@ def no_refusal(prompt: str, completion: str, *, response_ids: Sequence[int] = ()
     """1.0 unless the completion contains a refusal phrase (``REFUSAL_PHRASES``, case-insensitive), else 0.0."""
     c = _normalise_quotes(completion).lower()
     return 0.0 if any(p in c for p in REFUSAL_PHRASES) else 1.0
+
+
+# verifiable rewards (exact_match, format_match, math_verify, code_tests, composite) register themselves
+import rlcustom.rewards.code  # noqa: E402,F401
+import rlcustom.rewards.composite  # noqa: E402,F401
+import rlcustom.rewards.math_answers  # noqa: E402,F401
+import rlcustom.rewards.verifiable  # noqa: E402,F401

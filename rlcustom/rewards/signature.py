@@ -37,12 +37,13 @@ def accepted_fields(fn: Callable) -> frozenset[str] | None:
     return frozenset(names)
 
 
-def required_fields(fn: Callable, kwargs: Mapping[str, Any] | Iterable[str] = ()) -> list[str]:
+def required_fields(fn: Callable, kwargs: Mapping[str, Any] | None = None) -> list[str]:
     """Keyword-only parameters without a default that the config's ``kwargs`` do not supply."""
+    kwargs = dict(kwargs or {})
     given = set(kwargs)
-    extra = getattr(fn, "required_fields", None)  # composite rewards: their components' needs
-    if callable(extra):
-        return [f for f in extra() if f not in given]
+    hook = getattr(fn, "required_fields_for", None)  # composite rewards: their components' needs
+    if callable(hook):
+        return [f for f in hook(kwargs.get("components")) if f not in given]
     return [p.name for p in _params(fn) if p.kind is p.KEYWORD_ONLY and p.default is p.empty
             and p.name not in _SAMPLE_ARGS and p.name not in given]
 
