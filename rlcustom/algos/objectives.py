@@ -104,3 +104,4 @@ bt_reward.weighting = "rows"
 
 import rlcustom.algos.l3m_objectives  # noqa: F401,E402  (registers "l3m_constraint")
 import rlcustom.algos.qadapter_objectives  # noqa: F401,E402  (registers "qadapter")
+import rlcustom.algos.policy_objectives  # noqa: F401,E402  (registers "policy_clip", "gspo", "reinforce_pp")

@@ -7,12 +7,15 @@ Ziegler et al. 2019) or a loss term (``kl_mode: loss``, as in GRPO). With
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from rlcustom.config import non_negative, positive, register_section, unit_interval
 from rlcustom.trainers.base import Trainer, register_trainer
+from rlcustom.trainers.filters import resample_step
+from rlcustom.trainers.objective_plan import shape_scores
+from rlcustom.trainers.scoring import gather_scores, scatter_scores
 from rlcustom.trainers.roles import (build_learner, build_reference, build_reward, build_rollout, build_value,
                                      first_last, prompt_batch)
 
@@ -41,6 +44,10 @@ class PPOConfig:
     critic_lr: float | None = None  # default: optim.lr
     critic_layers: int | None = None  # a smaller critic: the first N layers of the policy
     recompute_logprobs: bool = True  # behaviour log-probs from the learner (exact) instead of the engine
+    # ppo | dapo | gspo | dr_grpo | reinforce_pp | dual_clip (rlcustom.trainers.objective_plan); the kwargs
+    # override its paper defaults: clip_eps_high, dual_clip_c, dynamic_sampling, overlong_buffer, ...
+    objective: str = "ppo"
+    objective_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @register_trainer("ppo")
@@ -49,7 +56,9 @@ class PPOTrainer(Trainer):
 
     @property
     def roles_used(self):  # type: ignore[override]
-        return ("rollout", "learner", "reference", "reward") + (("critic",) if self.cfg.algo.advantage == "gae" else ())
+        a = self.cfg.algo
+        gae = a.advantage == "gae" and a.objective in ("ppo", "dual_clip")  # the others set their estimator
+        return ("rollout", "learner", "reference", "reward") + (("critic",) if gae else ())
 
     @property
     def stateful_roles(self):  # type: ignore[override]
@@ -68,6 +77,10 @@ class PPOTrainer(Trainer):
                 raise ConfigError("roles.critic.replicas: the critic runs as 1 replica (its optimizer is not "
                                   "data-parallel); give it more cpus/gpus instead")
             build_value(self, "critic", lr=a.critic_lr, num_layers=a.critic_layers)
+        from rlcustom.trainers.objective_plan import plan_objective
+
+        self.plan = plan_objective(a.objective, a.objective_kwargs, clip_eps=a.clip_eps, agg=a.agg,
+                                   max_new_tokens=self.cfg.sampling.max_new_tokens)
         self.kl_ctl = (AdaptiveKLController(a.kl_coef, a.kl_target, a.kl_horizon) if a.kl_target
                        else FixedKLController(a.kl_coef))
 
@@ -78,19 +91,29 @@ class PPOTrainer(Trainer):
         from rlcustom.algos.masked import masked_mean, masked_sum
         from rlcustom.registry import ADV_ESTIMATORS
 
-        a, critic = self.cfg.algo, "critic" in self.groups
+        a, critic, plan = self.cfg.algo, "critic" in self.groups, self.plan
+        params = self.cfg.sampling.params(seed=self.cfg.seed * 100003 + self.step_idx)
         with self.timer("generate"):
-            ro = self.generate(prompt_batch(self, a.prompts_per_step),
-                               self.cfg.sampling.params(seed=self.cfg.seed * 100003 + self.step_idx))
+            ro = self.generate(prompt_batch(self, a.prompts_per_step), params)
+        early = None
+        if plan.dynamic_sampling:  # the reward first: all-equal groups are dropped and refilled (DAPO)
+            with self.timer("score"):
+                ro, *early = resample_step(self, ro, params, plan, a.prompts_per_step)
         batch = ro.padded(self.pad_id)
         mask = batch["response_mask"]
         with self.timer("score"):  # all scorers run at once, on their own actors
-            refs = {"score": self.scatter("reward", "score", ro), "ref": self.scatter("reference", "logprobs", batch)}
+            refs = {"ref": self.scatter("reference", "logprobs", batch)}
+            if early is None:
+                refs["score"] = scatter_scores(self, ro)
             if critic:
                 refs["values"] = self.scatter("critic", "values", batch)
             if a.recompute_logprobs:
                 refs["old"] = self.scatter("learner", "forward_logprobs", batch)
-            scores = torch.tensor(self.gather("reward", refs["score"], "reward"), dtype=torch.float32)
+            if early is None:  # + reward/<part>, reward/fail/<reason>; DAPO's overlong penalty
+                scores, reward_stats = gather_scores(self, refs["score"])
+                scores = shape_scores(plan, scores, ro, self.cfg.sampling.max_new_tokens)
+            else:
+                scores, reward_stats = early
             ref_lp = self.gather("reference", refs["ref"], "reference")
             values = self.gather("critic", refs["values"], "critic") if critic else None
             old_lp = self.gather("learner", refs["old"], "learner logprobs") if a.recompute_logprobs else batch["logprobs"]
@@ -100,17 +123,19 @@ class PPOTrainer(Trainer):
         # Sequence estimators see the KL-shaped return sum_t r_t = score - beta * KL (TRL's RLOO, verl's
         # KL-in-reward): passing the raw scores would drop the penalty.
         shaped = masked_sum(token_rewards, mask, dim=-1)
-        adv, ret = ADV_ESTIMATORS.get(a.advantage)(
+        adv_name = plan.advantage or a.advantage
+        adv, ret = ADV_ESTIMATORS.get(adv_name)(
             token_rewards=token_rewards, values=values, mask=mask, scores=shaped,
-            group_ids=torch.tensor(ro.prompt_index), gamma=a.gamma, lam=a.lam)
-        if a.whiten_advantages if a.whiten_advantages is not None else a.advantage == "gae":
+            group_ids=torch.tensor(ro.prompt_index), gamma=a.gamma, lam=a.lam, **plan.adv_kwargs)
+        if a.whiten_advantages if a.whiten_advantages is not None else adv_name == "gae":
             adv = whiten_advantages(adv, mask)
         batch |= {"logprobs": old_lp, "advantages": adv, "ref_logprobs": ref_lp}
         with self.timer("train"), self.device_for_training():
             for _ in range(a.ppo_epochs):
-                stats = self.learner_train(batch, "ppo_clip", clip_eps=a.clip_eps, entropy_coef=a.entropy_coef,
+                stats = self.learner_train(batch, plan.loss, **plan.loss_kwargs, entropy_coef=a.entropy_coef,
                                            kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0,
-                                           kl_estimator=a.kl_estimator, agg=a.agg)
+                                           kl_estimator=a.kl_estimator,
+                                           **({"weighting": plan.weighting} if plan.weighting else {}))
                 if critic:
                     stats |= self.groups["critic"].run("train_step", batch | {"returns": ret, "old_values": values},
                                                        "value_clip", clip_eps=a.value_clip_eps)[0]
@@ -123,7 +148,7 @@ class PPOTrainer(Trainer):
         self.examples = self.examples[:1] + [example]
         if self.step_idx % self.cfg.tracking.samples_every == 0:
             self.samples = (ro.prompts or [str(p) for p in ro.prompt_ids], ro.texts, scores.tolist())
-        return stats | self.timer.summary() | {
+        return stats | reward_stats | self.timer.summary() | {
             "reward/mean": float(scores.mean()), "reward/std": float(scores.std()) if len(scores) > 1 else 0.0,
             "kl/seq_mean": kl_seq, "kl/coef": float(self.kl_ctl.value),
             "rollout/response_len": float(mask.sum(1).mean()),
