@@ -205,8 +205,12 @@ def demo(args: argparse.Namespace) -> int:
         print("=" * 72)
         print(result["summary"])
         return 0
+    from rlcustom.eval.demo import run_verifiable_demo, wants_accuracy
     from rlcustom.trainers import run_trainer
 
+    if wants_accuracy(cfg):  # a verifiable task: held-out accuracy before/after, a plot
+        run_verifiable_demo(cfg)
+        return 0
     print(run_trainer(cfg)["summary"])
     return 0
 
