@@ -44,7 +44,9 @@ def run_verifiable_demo(cfg, limit: int | None = None) -> dict[str, Any]:
     se = math.sqrt(before["se"] ** 2 + after["se"] ** 2) or float("nan")
     print(f"change: {diff:+.3f} ({diff / se:+.1f} standard errors); training took {train_s:.0f} s")
     rows = read_metrics(out)
-    png = plot_run(rows, f"{out}/demo.png", marks={"held-out accuracy before": (0, before["accuracy"], before["se"]),
+    parts = tuple(k for k in (rows[0] if rows else {}) if k.startswith("reward/") and k.count("/") == 1
+                  and k not in ("reward/mean", "reward/max", "reward/std"))
+    png = plot_run(rows, f"{out}/demo.png", keys=parts or ("reward/mean",), marks={"held-out accuracy before": (0, before["accuracy"], before["se"]),
                                                    "held-out accuracy after": (cfg.steps, after["accuracy"],
                                                                                after["se"])},
                    title=f"{cfg.trainer}/{getattr(cfg.algo, 'objective', '')} on {cfg.data.prompts}")
