@@ -4,7 +4,8 @@
 
 * a registered reward name (``"length_tokens"``, ``"politeness"``, ... see
   :mod:`rlcustom.rewards`) or ``"module.path:function"``: a Python function
-  called once per sample as ``fn(prompt, completion, response_ids=..., **kwargs)``;
+  called once per sample as ``fn(prompt, completion, response_ids=..., **row_fields, **kwargs)``
+  (``row_fields``: the prompt record's other columns, e.g. ``answer``);
 * ``"model"``: a Bradley-Terry :class:`~rlcustom.models.heads.RewardModel`
   directory (``model_path``, written by ``RewardModel.save``), read at the last
   token of prompt + response;
@@ -154,11 +155,22 @@ class RewardActor(ActorBase):
             return []
         if self.kind == "python":
             prompts, completions = self.texts(rollouts)
-            return apply_reward(self.fn, prompts, completions, rollouts.response_ids, self.kwargs, name=self.spec)
+            return apply_reward(self.fn, prompts, completions, rollouts.response_ids, self.kwargs, name=self.spec,
+                                fields=rollouts.fields or None)
         if self.kind == "http":
             prompts, completions = self.texts(rollouts)
             return self.client.score(prompts, completions, kwargs=self.kwargs or None)
         return self._score_model(rollouts)
+
+    def score_details(self, rollouts: Rollouts) -> dict[str, list]:
+        """:meth:`score` plus each sample's failure reason and parts (``rlcustom.rewards.details``)."""
+        if self.kind != "python" or len(rollouts) == 0:
+            return {"scores": self.score(rollouts), "reasons": [], "parts": []}
+        from rlcustom.rewards.details import score_details
+
+        prompts, completions = self.texts(rollouts)
+        return score_details(self.fn, prompts, completions, rollouts.response_ids, self.kwargs, name=self.spec,
+                             fields=rollouts.fields or None)
 
     @torch.no_grad()
     def _score_model(self, rollouts: Rollouts) -> list[float]:

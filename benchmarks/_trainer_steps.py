@@ -20,10 +20,10 @@ def threads() -> int:
 
 
 def demo_config(overrides: list[str] = (), path: str | None = None):
-    """configs/demo.yaml (the demo's PPO run) with overrides; no W&B, no checkpoints, no resume."""
+    """configs/examples/ppo_length.yaml (the demo's PPO run) with overrides; no W&B, no checkpoints, no resume."""
     from rlcustom.config import load_config
 
-    path = path or str(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
+    path = path or str(Path(__file__).resolve().parent.parent / "configs" / "examples" / "ppo_length.yaml")
     t = threads()
     base = ["resume=never", "save_every=0", "tracking.mode=disabled",
             *(f"roles.{r}.num_threads={t}" for r in ("rollout", "learner", "reference", "reward"))]

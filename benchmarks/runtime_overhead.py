@@ -4,7 +4,7 @@
 
 Both sides run the *same trainer code* (``PGTrainer.step`` / ``PPOTrainer.step``: generate -> score ->
 advantages -> train -> sync) with the demo's model, LoRA, sampling, batch and seeds
-(configs/demo.yaml; ``pg`` is the demo with a REINFORCE/RLOO step instead of PPO's):
+(configs/examples/ppo_length.yaml; ``pg`` is the demo with a REINFORCE/RLOO step instead of PPO's):
 
 * ``ray`` -- the roles are Ray actors in placement bundles, as in every run (the sync is the
   adapter over the gloo group, ``sync: collective``);
@@ -98,7 +98,7 @@ def pg_config(overrides: list[str]):
 
     from rlcustom.config import read_yaml
 
-    data = read_yaml(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
+    data = read_yaml(Path(__file__).resolve().parent.parent / "configs" / "examples" / "ppo_length.yaml")
     data["trainer"] = "pg"
     data["algo"] = {"prompts_per_step": data["algo"]["prompts_per_step"], "advantage": data["algo"]["advantage"]}
     data["roles"] = {k: v for k, v in data["roles"].items() if k != "reference"}
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
              "ratio_min/max: ray/one_process per interleaved round",
              "load average (1, 5, 15 min) at start %s, at end %s (shared machine)"
              % tuple(", ".join(f"{x:.1f}" for x in la) for la in (load_start, os.getloadavg()))]
-    report("runtime_overhead", {"trainer": a.trainer, "model": a.model, "config": "configs/demo.yaml settings",
+    report("runtime_overhead", {"trainer": a.trainer, "model": a.model, "config": "configs/examples/ppo_length.yaml settings",
                                 "lora": "r=8 alpha=16", "rollouts_per_step": "4 prompts x 4 answers, <=32 tokens",
                                 "repeats": a.repeats, "warmup": a.warmup, "threads_per_role": ts.threads(),
                                 "target": "overhead < 10%"},

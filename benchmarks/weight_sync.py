@@ -10,7 +10,7 @@ learner and a rollout engine placed by the scheduler), so what is timed is the p
    135M model, no LoRA: ``collective`` (learner rank 0 -> rollout over the TCPStore gloo group in
    dtype buckets, then ``load_weights`` into the engine) and ``object_store`` (``get_weights`` ->
    Ray object store -> ``load_weights``), interleaved on the same two actors.
-2. **Share of a PPO step.** The demo's PPO run (configs/demo.yaml: 135M, LoRA r=8, 4 prompts x 4
+2. **Share of a PPO step.** The demo's PPO run (configs/examples/ppo_length.yaml: 135M, LoRA r=8, 4 prompts x 4
    answers of 32 tokens, 2 PPO epochs): ``--ppo-steps`` steps after one warm-up step, each timed
    whole; the sync inside it is the adapter-only collective path (``timing/sync_s``). Then the
    adapter-only ``collective`` and ``object_store`` paths interleaved on the same actors.
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
 
     notes += ["size rows: full weights, no LoRA; a sync = learner rank 0 -> 1 rollout replica incl. load_weights",
               "gb_per_s: bytes of the collective sync / median time of the row",
-              "ppo_step rows: configs/demo.yaml (LoRA r=8, 4x4 rollouts of <=32 tokens, 2 PPO epochs), one warm-up "
+              "ppo_step rows: configs/examples/ppo_length.yaml (LoRA r=8, 4x4 rollouts of <=32 tokens, 2 PPO epochs), one warm-up "
               "step not shown; share_pct = timing/sync_s / the step's wall time",
               "full_135m_collective_sync_over_lora_ppo_step_pct: full-weight sync over the LoRA step (an upper bound "
               "for full-parameter PPO, whose steps are longer)",

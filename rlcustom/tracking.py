@@ -61,6 +61,9 @@ class Tracker:
         self.mode = resolve_mode(tracking.mode)
         self.run = None
         self.history: list[dict[str, Any]] = []  # kept for the console summary
+        from rlcustom.metrics_record import MetricsRecord
+
+        self.record = MetricsRecord(self.run_dir)  # run_dir/metrics.jsonl, whatever the W&B mode
         self._config = redact(dict(config or {}))
         self._run_id = run_id
         self.handle_signals = handle_signals  # off when the caller (a trainer) handles SIGTERM itself
@@ -114,6 +117,7 @@ class Tracker:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         row = {k: float(v) for k, v in metrics.items() if _is_number(v)}
         self.history.append({"step": step, **row})
+        self.record.log(row, step)
         if self.run is not None:
             self.run.log(row, step=step)
 

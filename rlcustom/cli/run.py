@@ -53,6 +53,11 @@ def demo(
         print("=" * 72)
         print(result["summary"])
         return 0
+    from rlcustom.eval.demo import run_verifiable_demo, wants_accuracy
+
+    if wants_accuracy(cfg):  # a verifiable task: held-out accuracy before/after (± SE), samples, a plot
+        run_verifiable_demo(cfg, train=_run_trainer)
+        return 0
     _run_trainer(cfg)
     return 0
 

@@ -35,11 +35,13 @@ from rlcustom.data.hh import (
 )
 from rlcustom.data.records import (
     BadRecordPolicy,
+    BadRecordStats,
     RecordError,
     _suffix,
     json_type_name,
     read_records_with_lines,
 )
+from rlcustom.data.fields import record_fields
 from rlcustom.errors import DataError
 
 __all__ = [
@@ -153,19 +155,26 @@ def _preference_row(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def _prompt_row(field: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     def convert(record: Mapping[str, Any]) -> dict[str, Any]:
+        used: tuple[str, ...] = (field,)
         if field in record:
             prompt, messages = _prompt_and_messages(record[field], field)
+        elif field == "prompt" and "question" in record and "answer" in record:  # GSM8K-style record
+            prompt, messages = _prompt_and_messages(record["question"], "question")
+            used = ("question",)
         elif "chosen" in record and "rejected" in record:  # HH pair: its shared prompt
             pair = hh_pair(record)
             prompt, messages = pair["prompt"], pair["messages"]
+            used = ("chosen", "rejected")
         elif "chosen" in record:  # a lone HH dialogue
             if not isinstance(record["chosen"], str):
                 raise RecordError(f"field 'chosen' must be a string, got {json_type_name(record['chosen'])}")
             prompt = split_dialogue(record["chosen"])[0]
             _, messages = _prompt_and_messages(prompt, "chosen")
+            used = ("chosen",)
         else:
             raise RecordError(f"missing field {field!r}")
-        return {"prompt": prompt, "messages": messages}
+        # the record's other columns reach the reward as keyword arguments (rlcustom.data.fields)
+        return {"prompt": prompt, "messages": messages, "_fields": record_fields(record, used)}
 
     return convert
 
@@ -227,8 +236,13 @@ def _load(
     from datasets import Dataset
 
     _check_args(split, val_fraction, on_bad_record, limit)
-    path = resolve_data_path(path_or_name)
-    records, stats = read_records_with_lines(path, on_bad_record=on_bad_record)
+    if isinstance(path_or_name, str) and path_or_name.startswith("task:"):  # generated, no file
+        from rlcustom.data.tasks import task_records
+
+        path, records, stats = path_or_name, task_records(path_or_name), BadRecordStats()
+    else:
+        path = resolve_data_path(path_or_name)
+        records, stats = read_records_with_lines(path, on_bad_record=on_bad_record)
     policy = BadRecordPolicy(path, on_bad_record, stats)
 
     rows: list[dict[str, Any]] = []
@@ -260,6 +274,7 @@ def _load(
     dataset = Dataset.from_dict(data, features=_features(columns))
     # how many bad records were skipped (lost by .map/.filter; use return_stats=True to keep them)
     dataset.bad_records = stats.count
+    dataset.row_fields = [r.get("_fields", {}) for r in rows]  # per row: its other columns (prompt loaders)
     return (dataset, stats) if return_stats else dataset
 
 

@@ -13,6 +13,7 @@ class PromptSet:
     truncated_long: int = 0     # ... or truncated (left) by policy
     bad_records: int = 0        # records skipped with data.on_bad_record=skip
     notes: list[str] = field(default_factory=list)
+    fields: list[dict] = field(default_factory=list)  # per prompt: its record's other columns (answer, tests, ...)
 
 
 def build_prompts(data_cfg, tokenizer, seed: int = 0) -> PromptSet:
@@ -22,7 +23,8 @@ def build_prompts(data_cfg, tokenizer, seed: int = 0) -> PromptSet:
     ds = load_prompts(data_cfg.prompts, split=data_cfg.split, val_fraction=data_cfg.val_fraction, seed=seed,
                       on_bad_record=data_cfg.on_bad_record, limit=data_cfg.limit)
     out = PromptSet([], [], [], bad_records=int(getattr(ds, "bad_records", 0) or 0))
-    for row in ds:
+    row_fields = getattr(ds, "row_fields", None) or [{}] * len(ds)
+    for row, fields in zip(ds, row_fields):
         messages = row.get("messages") or [{"role": "user", "content": row["prompt"]}]
         text = format_prompt(tokenizer, messages, use_chat_template=data_cfg.chat_template)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -35,6 +37,7 @@ def build_prompts(data_cfg, tokenizer, seed: int = 0) -> PromptSet:
         out.ids.append(list(kept))
         out.texts.append(text)
         out.raw.append(row["prompt"])
+        out.fields.append(fields)
     if not out.texts:
         from rlcustom.errors import DataError
 

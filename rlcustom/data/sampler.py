@@ -13,6 +13,8 @@ position restores exactly the prompts an uninterrupted run would have drawn.
 """
 from __future__ import annotations
 
+from rlcustom.data.fields import PromptBatch
+
 import random
 from typing import Any
 
@@ -43,9 +45,11 @@ class PromptSampler:
         self.position += n
         return out
 
-    def take(self, n: int) -> list[list[int]]:
-        """Token ids of the next ``n`` prompts; advances the position."""
-        return [self.prompts.ids[i] for i in self.take_indices(n)]
+    def take(self, n: int) -> PromptBatch:
+        """Token ids of the next ``n`` prompts with their records' fields (``answer``, ...); advances the position."""
+        rows = self.take_indices(n)
+        fields = getattr(self.prompts, "fields", None)
+        return PromptBatch([self.prompts.ids[i] for i in rows], [fields[i] for i in rows] if fields else None)
 
     def skip(self, n: int) -> None:
         """Advance without drawing (a step that used no prompts but keeps the stream aligned to steps)."""

@@ -68,6 +68,7 @@ class Rollouts:
     prompt_index: list[int]
     texts: list[str] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)  # the prompt text per sample, when given as text
+    fields: list[dict] = field(default_factory=list)  # per sample: its prompt record's other columns (answer, ...)
 
     def __len__(self) -> int:
         return len(self.response_ids)
@@ -105,11 +106,12 @@ class Rollouts:
     def select(self, idx: Sequence[int]) -> "Rollouts":
         pick = lambda xs: [xs[i] for i in idx] if xs else []  # noqa: E731
         return Rollouts(pick(self.prompt_ids), pick(self.response_ids), pick(self.logprobs),
-                        pick(self.finish_reasons), pick(self.prompt_index), pick(self.texts), pick(self.prompts))
+                        pick(self.finish_reasons), pick(self.prompt_index), pick(self.texts), pick(self.prompts),
+                        pick(self.fields))
 
     @staticmethod
     def concat(parts: Sequence["Rollouts"]) -> "Rollouts":
-        out = Rollouts([], [], [], [], [], [], [])
+        out = Rollouts([], [], [], [], [], [], [], [])
         offset = 0
         for p in parts:
             out.prompt_ids += p.prompt_ids
@@ -119,6 +121,7 @@ class Rollouts:
             out.prompt_index += [i + offset for i in p.prompt_index]
             out.texts += p.texts
             out.prompts += p.prompts
+            out.fields += p.fields
             offset = max(out.prompt_index, default=-1) + 1
         return out
 

@@ -91,5 +91,3 @@ def bt_reward(model, batch: dict, *, margin: float | None = None, **_) -> tuple[
     loss, acc = bradley_terry_loss(scores[0::2], scores[1::2], margin=margin)
     return loss, {"train/bt_loss": float(loss.detach()), "train/pair_accuracy": float(acc),
                   "train/reward_margin": float((scores[0::2] - scores[1::2]).detach().mean())}
-
-

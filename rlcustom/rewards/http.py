@@ -45,7 +45,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from rlcustom.errors import RLCustomError
-from rlcustom.rewards import NonFiniteRewardError
+from rlcustom.rewards.core import NonFiniteRewardError
 
 __all__ = ["HTTPRewardClient", "HTTPRewardError", "HTTPNonFiniteRewardError", "redact_url"]
 

@@ -73,7 +73,10 @@ class RoleHost:
             if "learner" in self.groups:
                 self.sync_weights(rollout=rollout)
 
-        return generate_with_retry(rg, prompts, params, on_death=on_death, attempts=attempts, step=self.step_idx)
+        from rlcustom.data.fields import attach_fields
+
+        ro = generate_with_retry(rg, prompts, params, on_death=on_death, attempts=attempts, step=self.step_idx)
+        return attach_fields(ro, prompts)  # each sample carries its record's answer, tests, ... to the reward
 
     @contextlib.contextmanager
     def device_for_training(self, rollout: str = "rollout", learner: str = "learner"):

@@ -75,14 +75,16 @@ class Trainer(RoleHost, CheckpointMixin):
         return []
 
     def preflight(self) -> None:
-        """Model path, tokenizer and prompt data are checked before Ray starts: a typo costs one line, not a
-        cluster start-up (the sampler keeps the prompt set for the run)."""
+        """Model path, tokenizer, prompt data (vs the reward's columns) and the checkpoint resume would load are
+        checked before Ray starts: a typo costs one line, not a cluster start-up."""
+        from rlcustom.data.sampler import PromptSampler
+        from rlcustom.rewards.columns import check_sampler_columns
+        from rlcustom.trainers.checkpoint_identity import check_resume
+
         if "rollout" in self.roles_used:
-            from rlcustom.data.sampler import PromptSampler
-
-            self.sampler = PromptSampler.from_config(self.cfg)
-        from rlcustom.trainers.checkpoint_identity import check_resume  # the checkpoint resume would load:
-
+            self.sampler = PromptSampler.from_config(self.cfg)  # it keeps the prompt set for the run
+            if "reward" in self.roles_used:
+                check_sampler_columns(self.cfg, self.sampler)
         check_resume(self.cfg, tuple(self.stateful_roles), tuple(self.roles_used))  # files, identity
 
     # ------------------------------------------------------------------ the loop

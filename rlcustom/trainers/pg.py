@@ -6,6 +6,7 @@ generate, score, filter and sync are the defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -21,6 +22,11 @@ class PGConfig:
     prompts_per_step: int = field(default=4, metadata=positive)  # prompts per step (x sampling.n samples)
     advantage: str = "rloo"  # a registered advantage estimator: rloo | grpo | reinforce | ...
     check_sync: bool = False  # after each sync, compare rollout vs learner log-probs of a fixed sequence
+    # reinforce | dapo | gspo | dr_grpo | reinforce_pp | dual_clip | ppo (rlcustom.trainers.objective_plan):
+    # the clipped ones use the engine's log-probs as pi_old (one update per batch, so rho starts at 1)
+    objective: str = "reinforce"
+    objective_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides of the objective's paper defaults
+    clip_eps: float = field(default=0.2, metadata=positive)  # ratio clip of the clipped objectives
 
 
 @register_trainer("pg")
@@ -33,17 +39,38 @@ class PGTrainer(PipelineTrainer):
         self.rollout = build_rollout(self)
         self.learner = build_learner(self)
         self.reward = build_reward(self)
+        from rlcustom.trainers.objective_plan import plan_objective
+
+        a = self.cfg.algo
+        self.plan = plan_objective(a.objective, a.objective_kwargs, clip_eps=a.clip_eps, agg="token",
+                                   max_new_tokens=self.cfg.sampling.max_new_tokens)
+
+    def score(self, s: Step) -> None:
+        """Rewards; with DAPO's dynamic sampling, all-equal groups dropped and refilled (constant batch size);
+        the objective's score shaping (overlong penalty)."""
+        from rlcustom.trainers.filters import resample_step
+        from rlcustom.trainers.objective_plan import shape_scores
+
+        if self.plan.dynamic_sampling:
+            params = s.params if s.params is not None else self.sampling_params()
+            s.ro, s.scores, m = resample_step(self, s.ro, params, self.plan, self.cfg.algo.prompts_per_step)
+            s.batch, s.stats = s.ro.padded(self.pad_id), s.stats | m
+        else:
+            super().score(s)
+            s.scores = shape_scores(self.plan, s.scores, s.ro, self.cfg.sampling.max_new_tokens)
 
     def advantages(self, s: Step) -> None:
         from rlcustom.registry import ADV_ESTIMATORS
 
-        adv, _ = ADV_ESTIMATORS.get(self.cfg.algo.advantage)(
+        adv, _ = ADV_ESTIMATORS.get(self.plan.advantage or self.cfg.algo.advantage)(
             token_rewards=None, values=None, mask=s.batch["response_mask"], scores=s.scores,
-            group_ids=torch.tensor(s.ro.prompt_index), gamma=1.0, lam=1.0)
+            group_ids=torch.tensor(s.ro.prompt_index), gamma=1.0, lam=1.0, **self.plan.adv_kwargs)
         s.batch["advantages"] = adv
 
     def update(self, s: Step) -> None:
-        s.stats |= self.learner_train(s.batch, "reinforce")
+        p = self.plan
+        s.stats |= self.learner_train(s.batch, p.loss, **p.loss_kwargs,
+                                      **({"weighting": p.weighting} if p.weighting else {}))
 
     def metrics(self, s: Step) -> dict[str, float]:
         if self.cfg.algo.check_sync:

@@ -97,8 +97,12 @@ class PipelineTrainer(Trainer):
         s.batch = s.ro.padded(self.pad_id)
 
     def score(self, s: Step) -> None:
-        """Sequence rewards from the reward role (rows split over its replicas)."""
-        s.scores = self.score_rollouts(s.ro)
+        """Sequence rewards from the reward role (rows split over its replicas), with the metrics of
+        verifiable rewards (``reward/<component>``, ``reward/fail/<reason>``)."""
+        from rlcustom.trainers.scoring import score_rollouts
+
+        s.scores, m = score_rollouts(self, s.ro)
+        s.stats |= m
 
     def score_rollouts(self, ro, role: str = "reward") -> torch.Tensor:
         g = self.groups[role]

@@ -7,7 +7,7 @@ Ziegler et al. 2019) or a loss term (``kl_mode: loss``, as in GRPO). With
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -41,6 +41,9 @@ class PPOConfig:
     critic_lr: float | None = None  # default: optim.lr
     critic_layers: int | None = None  # a smaller critic: the first N layers of the policy
     recompute_logprobs: bool = True  # behaviour log-probs from the learner (exact) instead of the engine
+    # ppo | dapo | gspo | dr_grpo | reinforce_pp | dual_clip (rlcustom.trainers.objective_plan)
+    objective: str = "ppo"
+    objective_kwargs: dict[str, Any] = field(default_factory=dict)  # clip_eps_high, dual_clip_c, dynamic_sampling, ...
 
 
 @register_trainer("ppo")
@@ -49,7 +52,9 @@ class PPOTrainer(PipelineTrainer):
 
     @property
     def roles_used(self):  # type: ignore[override]
-        return ("rollout", "learner", "reference", "reward") + (("critic",) if self.cfg.algo.advantage == "gae" else ())
+        a = self.cfg.algo
+        gae = a.advantage == "gae" and a.objective in ("ppo", "dual_clip")  # the others set their estimator
+        return ("rollout", "learner", "reference", "reward") + (("critic",) if gae else ())
 
     @property
     def stateful_roles(self):  # type: ignore[override]
@@ -63,20 +68,36 @@ class PPOTrainer(PipelineTrainer):
         self.reference, self.reward = build_reference(self), build_reward(self)
         if "critic" in self.roles_used:
             build_value(self, "critic", lr=a.critic_lr, num_layers=a.critic_layers)
+        from rlcustom.trainers.objective_plan import plan_objective
+
+        self.plan = plan_objective(a.objective, a.objective_kwargs, clip_eps=a.clip_eps, agg=a.agg,
+                                   max_new_tokens=self.cfg.sampling.max_new_tokens)
         self.kl_ctl = (AdaptiveKLController(a.kl_coef, a.kl_target, a.kl_horizon) if a.kl_target
                        else FixedKLController(a.kl_coef))
 
     # ------------------------------------------------------------------ stages
     def score(self, s: Step) -> None:
         """All scorers at once, each on its own actors: reward, reference log-probs, values, behaviour log-probs."""
-        a, critic, batch = self.cfg.algo, "critic" in self.groups, s.batch
-        g = self.groups
-        refs = {"score": g["reward"].scatter("score", s.ro), "ref": g["reference"].scatter("logprobs", batch)}
+        from rlcustom.trainers.filters import resample_step
+        from rlcustom.trainers.objective_plan import shape_scores
+        from rlcustom.trainers.scoring import gather_scores, scatter_scores
+
+        a, critic, plan, g = self.cfg.algo, "critic" in self.groups, self.plan, self.groups
+        if plan.dynamic_sampling:  # the reward first: all-equal groups are dropped and refilled (DAPO)
+            params = s.params if s.params is not None else self.sampling_params()
+            s.ro, s.scores, m = resample_step(self, s.ro, params, plan, a.prompts_per_step)
+            s.batch, s.stats = s.ro.padded(self.pad_id), s.stats | m
+        batch = s.batch
+        refs = {"ref": g["reference"].scatter("logprobs", batch)}
+        if not plan.dynamic_sampling:
+            refs["score"] = scatter_scores(self, s.ro)
         if critic:
             refs["values"] = g["critic"].scatter("values", batch)
         if a.recompute_logprobs:
             refs["old"] = g["learner"].scatter("forward_logprobs", batch)
-        s.scores = torch.tensor(g["reward"].gather(refs["score"], "reward"), dtype=torch.float32)
+        if not plan.dynamic_sampling:  # + reward/<part>, reward/fail/<reason>; DAPO's overlong penalty
+            scores, m = gather_scores(self, refs["score"])
+            s.scores, s.stats = shape_scores(plan, scores, s.ro, self.cfg.sampling.max_new_tokens), s.stats | m
         s.ref_lp = g["reference"].gather(refs["ref"], "reference")
         s.values = g["critic"].gather(refs["values"], "critic") if critic else None
         s.old_lp = g["learner"].gather(refs["old"], "learner logprobs") if a.recompute_logprobs else batch["logprobs"]
@@ -96,20 +117,22 @@ class PPOTrainer(PipelineTrainer):
         # Sequence estimators see the KL-shaped return sum_t r_t = score - beta * KL (TRL's RLOO, verl's
         # KL-in-reward): passing the raw scores would drop the penalty.
         shaped = masked_sum(token_rewards, mask, dim=-1)
-        adv, s.returns = ADV_ESTIMATORS.get(a.advantage)(
+        name = self.plan.advantage or a.advantage
+        adv, s.returns = ADV_ESTIMATORS.get(name)(
             token_rewards=token_rewards, values=s.values, mask=mask, scores=shaped,
-            group_ids=torch.tensor(s.ro.prompt_index), gamma=a.gamma, lam=a.lam)
-        if a.whiten_advantages if a.whiten_advantages is not None else a.advantage == "gae":
+            group_ids=torch.tensor(s.ro.prompt_index), gamma=a.gamma, lam=a.lam, **self.plan.adv_kwargs)
+        if a.whiten_advantages if a.whiten_advantages is not None else name == "gae":
             adv = whiten_advantages(adv, mask)
         s.batch |= {"logprobs": s.old_lp, "advantages": adv, "ref_logprobs": s.ref_lp}
 
     def update(self, s: Step) -> None:
         """``ppo_epochs`` passes of the clipped policy loss, and of the clipped value loss with a critic."""
-        a = self.cfg.algo
+        a, p = self.cfg.algo, self.plan
         for _ in range(a.ppo_epochs):
-            stats = self.learner_train(s.batch, "ppo_clip", clip_eps=a.clip_eps, entropy_coef=a.entropy_coef,
+            stats = self.learner_train(s.batch, p.loss, **p.loss_kwargs, entropy_coef=a.entropy_coef,
                                        kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0,
-                                       kl_estimator=a.kl_estimator, agg=a.agg)
+                                       kl_estimator=a.kl_estimator,
+                                       **({"weighting": p.weighting} if p.weighting else {}))
             if "critic" in self.groups:
                 stats |= self.learner_train(s.batch | {"returns": s.returns, "old_values": s.values}, "value_clip",
                                             learner="critic", clip_eps=a.value_clip_eps)  # rows split over ranks

@@ -1,0 +1,29 @@
+"""The reward role's scores for a step, with the metrics of verifiable rewards (reasons, components)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from rlcustom.trainers.base import Trainer
+
+__all__ = ["scatter_scores", "gather_scores", "score_rollouts"]
+
+
+def scatter_scores(trainer: "Trainer", ro, role: str = "reward") -> list:
+    """Futures of the reward replicas' :meth:`RewardActor.score_details` over the rows of ``ro``."""
+    return trainer.groups[role].scatter("score_details", ro)
+
+
+def gather_scores(trainer: "Trainer", refs: list, role: str = "reward") -> tuple[torch.Tensor, dict[str, float]]:
+    """``(scores [B], metrics)``: ``reward/<component>`` and ``reward/fail/<reason>`` (see rewards.details)."""
+    from rlcustom.rewards.details import detail_metrics
+
+    parts = trainer.groups[role].get(refs, "reward")
+    scores = torch.tensor([s for p in parts for s in p["scores"]], dtype=torch.float32)
+    return scores, detail_metrics(parts)
+
+
+def score_rollouts(trainer: "Trainer", ro, role: str = "reward") -> tuple[torch.Tensor, dict[str, float]]:
+    return gather_scores(trainer, scatter_scores(trainer, ro, role), role)
