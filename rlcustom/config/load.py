@@ -107,7 +107,7 @@ def from_dict(data: Mapping[str, Any], *, source: str = "<config>", cls: type = 
             if TRAINERS.names() and cfg.trainer not in TRAINERS:
                 close = difflib.get_close_matches(cfg.trainer, TRAINERS.names() + ["generate"], n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(TRAINERS.names())})"
-                raise ConfigError(f"{source}: unknown trainer '{cfg.trainer}'{hint}")
+                raise ConfigError(f"{source}: key 'trainer': unknown trainer '{cfg.trainer}'{hint}")
         if algo_raw is not None and section is None:
             raise ConfigError(f"{source}: key 'algo' is not used by trainer '{cfg.trainer}'")
         if section is not None:

@@ -24,7 +24,7 @@ class PGConfig:
     check_sync: bool = False  # after each sync, compare rollout vs learner log-probs of a fixed sequence
     # reinforce | dapo | gspo | dr_grpo | reinforce_pp | dual_clip | ppo (rlcustom.trainers.objective_plan):
     # the clipped ones use the engine's log-probs as pi_old (one update per batch, so rho starts at 1)
-    objective: str = "reinforce"
+    objective: str = "reinforce"  # the policy loss: reinforce | dapo | gspo | dr_grpo | reinforce_pp | dual_clip | ppo
     objective_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides of the objective's paper defaults
     clip_eps: float = field(default=0.2, metadata=positive)  # ratio clip of the clipped objectives
 

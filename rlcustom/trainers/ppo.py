@@ -42,7 +42,7 @@ class PPOConfig:
     critic_layers: int | None = None  # a smaller critic: the first N layers of the policy
     recompute_logprobs: bool = True  # behaviour log-probs from the learner (exact) instead of the engine
     # ppo | dapo | gspo | dr_grpo | reinforce_pp | dual_clip (rlcustom.trainers.objective_plan)
-    objective: str = "ppo"
+    objective: str = "ppo"  # the policy loss: ppo | dapo | gspo | dr_grpo | reinforce_pp | dual_clip
     objective_kwargs: dict[str, Any] = field(default_factory=dict)  # clip_eps_high, dual_clip_c, dynamic_sampling, ...
 
 

@@ -126,6 +126,11 @@ def calls(monkeypatch):
     from rlcustom import console
 
     monkeypatch.setattr(console, "log_to_file", lambda path: Path(path))  # no global logging changes here
+    import rlcustom.preflight as P
+
+    # routing only: the preflight (model directories, paths) has its own tests (tests/unit/test_preflight.py)
+    monkeypatch.setattr(P, "preflight_args", lambda cfg, args: None)
+    monkeypatch.setattr(P, "preflight", lambda cfg, *a, **kw: None)
     monkeypatch.setattr(D, "run", lambda cfg, **kw: seen.setdefault("dera", (cfg, kw)) and {"results": []})
     monkeypatch.setattr(M, "evaluate", lambda cfg, **kw: seen.setdefault("eval", (cfg, kw)) and {"metrics": {}})
     monkeypatch.setattr(M, "write", lambda res, path: path)
