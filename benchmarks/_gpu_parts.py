@@ -58,7 +58,7 @@ def part_learner(ctx: Ctx) -> list[Row]:
                         time.perf_counter() - t0,
                         {"losses": losses, "step_s": step_s, "backend": backend, "device": dev,
                          "updates": learner.updates, "zero_stage": learner.zero_stage,
-                         "trainable": sum(p.numel() for _, p in learner._trainable)}))
+                         "trainable": sum(p.numel() for p in learner.engine.module.parameters() if p.requires_grad)}))
     return rows
 
 

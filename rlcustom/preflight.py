@@ -30,8 +30,8 @@ from typing import Any, Iterable, Mapping
 from rlcustom.errors import RLCustomError
 
 _CHECKED: dict[tuple, Any] = {}  # (id(cfg), command) -> cfg: run_trainer after the CLI does not check twice
-_NAME_FIELDS = {"advantage": "ADV_ESTIMATORS", "adv_estimator": "ADV_ESTIMATORS", "objective": "OBJECTIVES",
-                "loss": "LOSSES", "kl_estimator": "KL_ESTIMATORS"}
+# algo.objective of ppo/pg names a policy-loss plan (trainers/objective_plan.py), checked by check_objective
+_NAME_FIELDS = {"advantage": "ADV_ESTIMATORS", "adv_estimator": "ADV_ESTIMATORS", "kl_estimator": "KL_ESTIMATORS"}
 
 
 class PreflightError(RLCustomError, ValueError):
@@ -164,9 +164,22 @@ def _load_registries() -> None:
     load_plugins()
 
 
+def check_objective(cfg) -> None:
+    """``algo.objective`` (ppo, pg): a known policy loss with known ``objective_kwargs`` (one line if not)."""
+    a = cfg.algo
+    if not isinstance(getattr(a, "objective", None), str) or not hasattr(a, "objective_kwargs"):
+        return
+    from rlcustom.trainers.objective_plan import plan_objective
+
+    plan_objective(a.objective, a.objective_kwargs or {}, clip_eps=getattr(a, "clip_eps", 0.2),
+                   agg=getattr(a, "agg", "token"), max_new_tokens=cfg.sampling.max_new_tokens)
+
+
 def check_algo_names(cfg) -> None:
-    """``algo.advantage``, ``algo.objective`` ... (also nested) name registered entries."""
+    """``algo.advantage``, ``algo.kl_estimator`` ... (also nested) name registered entries; ``algo.objective``."""
     import rlcustom.registry as R
+
+    check_objective(cfg)
 
     found = list(_named_fields(cfg.algo, "algo"))
     if not found:
