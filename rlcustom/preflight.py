@@ -71,7 +71,7 @@ def _run(cfg, command: str, out, config_path, counts: Mapping, models: Mapping) 
     for flag, v in counts.items():
         if isinstance(v, int) and not isinstance(v, bool) and v < 1:
             raise PreflightError(f"{flag} must be at least 1, got {v}")
-    generating = command == "generate" or (command == "demo" and cfg.trainer == "generate")
+    generating = command == "generate" or (command in ("demo", "submit") and cfg.trainer == "generate")
     training = not generating and command in ("train", "demo", "submit")
     if command == "train" and cfg.trainer == "generate":
         src = f"{config_path} sets no trainer" if config_path else "no trainer is set"
