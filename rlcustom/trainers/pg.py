@@ -42,7 +42,7 @@ class PGTrainer(PipelineTrainer):
         from rlcustom.trainers.objective_plan import plan_objective
 
         a = self.cfg.algo
-        self.plan = plan_objective(a.objective, a.objective_kwargs, clip_eps=a.clip_eps, agg="token",
+        self.loss_plan = plan_objective(a.objective, a.objective_kwargs, clip_eps=a.clip_eps, agg="token",
                                    max_new_tokens=self.cfg.sampling.max_new_tokens)
 
     def score(self, s: Step) -> None:
@@ -51,24 +51,24 @@ class PGTrainer(PipelineTrainer):
         from rlcustom.trainers.filters import resample_step
         from rlcustom.trainers.objective_plan import shape_scores
 
-        if self.plan.dynamic_sampling:
+        if self.loss_plan.dynamic_sampling:
             params = s.params if s.params is not None else self.sampling_params()
-            s.ro, s.scores, m = resample_step(self, s.ro, params, self.plan, self.cfg.algo.prompts_per_step)
+            s.ro, s.scores, m = resample_step(self, s.ro, params, self.loss_plan, self.cfg.algo.prompts_per_step)
             s.batch, s.stats = s.ro.padded(self.pad_id), s.stats | m
         else:
             super().score(s)
-            s.scores = shape_scores(self.plan, s.scores, s.ro, self.cfg.sampling.max_new_tokens)
+            s.scores = shape_scores(self.loss_plan, s.scores, s.ro, self.cfg.sampling.max_new_tokens)
 
     def advantages(self, s: Step) -> None:
         from rlcustom.registry import ADV_ESTIMATORS
 
-        adv, _ = ADV_ESTIMATORS.get(self.plan.advantage or self.cfg.algo.advantage)(
+        adv, _ = ADV_ESTIMATORS.get(self.loss_plan.advantage or self.cfg.algo.advantage)(
             token_rewards=None, values=None, mask=s.batch["response_mask"], scores=s.scores,
-            group_ids=torch.tensor(s.ro.prompt_index), gamma=1.0, lam=1.0, **self.plan.adv_kwargs)
+            group_ids=torch.tensor(s.ro.prompt_index), gamma=1.0, lam=1.0, **self.loss_plan.adv_kwargs)
         s.batch["advantages"] = adv
 
     def update(self, s: Step) -> None:
-        p = self.plan
+        p = self.loss_plan
         s.stats |= self.learner_train(s.batch, p.loss, **p.loss_kwargs,
                                       **({"weighting": p.weighting} if p.weighting else {}))
 

@@ -70,7 +70,7 @@ class PPOTrainer(PipelineTrainer):
             build_value(self, "critic", lr=a.critic_lr, num_layers=a.critic_layers)
         from rlcustom.trainers.objective_plan import plan_objective
 
-        self.plan = plan_objective(a.objective, a.objective_kwargs, clip_eps=a.clip_eps, agg=a.agg,
+        self.loss_plan = plan_objective(a.objective, a.objective_kwargs, clip_eps=a.clip_eps, agg=a.agg,
                                    max_new_tokens=self.cfg.sampling.max_new_tokens)
         self.kl_ctl = (AdaptiveKLController(a.kl_coef, a.kl_target, a.kl_horizon) if a.kl_target
                        else FixedKLController(a.kl_coef))
@@ -82,7 +82,7 @@ class PPOTrainer(PipelineTrainer):
         from rlcustom.trainers.objective_plan import shape_scores
         from rlcustom.trainers.scoring import gather_scores, scatter_scores
 
-        a, critic, plan, g = self.cfg.algo, "critic" in self.groups, self.plan, self.groups
+        a, critic, plan, g = self.cfg.algo, "critic" in self.groups, self.loss_plan, self.groups
         if plan.dynamic_sampling:  # the reward first: all-equal groups are dropped and refilled (DAPO)
             params = s.params if s.params is not None else self.sampling_params()
             s.ro, s.scores, m = resample_step(self, s.ro, params, plan, a.prompts_per_step)
@@ -117,17 +117,17 @@ class PPOTrainer(PipelineTrainer):
         # Sequence estimators see the KL-shaped return sum_t r_t = score - beta * KL (TRL's RLOO, verl's
         # KL-in-reward): passing the raw scores would drop the penalty.
         shaped = masked_sum(token_rewards, mask, dim=-1)
-        name = self.plan.advantage or a.advantage
+        name = self.loss_plan.advantage or a.advantage
         adv, s.returns = ADV_ESTIMATORS.get(name)(
             token_rewards=token_rewards, values=s.values, mask=mask, scores=shaped,
-            group_ids=torch.tensor(s.ro.prompt_index), gamma=a.gamma, lam=a.lam, **self.plan.adv_kwargs)
+            group_ids=torch.tensor(s.ro.prompt_index), gamma=a.gamma, lam=a.lam, **self.loss_plan.adv_kwargs)
         if a.whiten_advantages if a.whiten_advantages is not None else name == "gae":
             adv = whiten_advantages(adv, mask)
         s.batch |= {"logprobs": s.old_lp, "advantages": adv, "ref_logprobs": s.ref_lp}
 
     def update(self, s: Step) -> None:
         """``ppo_epochs`` passes of the clipped policy loss, and of the clipped value loss with a critic."""
-        a, p = self.cfg.algo, self.plan
+        a, p = self.cfg.algo, self.loss_plan
         for _ in range(a.ppo_epochs):
             stats = self.learner_train(s.batch, p.loss, **p.loss_kwargs, entropy_coef=a.entropy_coef,
                                        kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0,

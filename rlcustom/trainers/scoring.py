@@ -12,15 +12,20 @@ __all__ = ["scatter_scores", "gather_scores", "score_rollouts"]
 
 
 def scatter_scores(trainer: "Trainer", ro, role: str = "reward") -> list:
-    """Futures of the reward replicas' :meth:`RewardActor.score_details` over the rows of ``ro``."""
-    return trainer.groups[role].scatter("score_details", ro)
+    """Futures of the reward replicas' :meth:`RewardActor.score_details` over the rows of ``ro`` (``score``
+    for a reward actor without details, e.g. L3M's constraint rewards)."""
+    g = trainer.groups[role]
+    return g.scatter("score_details" if hasattr(g.actors[0], "score_details") else "score", ro)
 
 
 def gather_scores(trainer: "Trainer", refs: list, role: str = "reward") -> tuple[torch.Tensor, dict[str, float]]:
     """``(scores [B], metrics)``: ``reward/<component>`` and ``reward/fail/<reason>`` (see rewards.details)."""
     from rlcustom.rewards.details import detail_metrics
 
-    parts = trainer.groups[role].get(refs, "reward")
+    g = trainer.groups[role]
+    if not hasattr(g.actors[0], "score_details"):  # plain scores, e.g. [B][n_scorers] of L3M's constraints
+        return torch.tensor(g.gather(refs, role), dtype=torch.float32), {}
+    parts = g.get(refs, "reward")
     scores = torch.tensor([s for p in parts for s in p["scores"]], dtype=torch.float32)
     return scores, detail_metrics(parts)
 

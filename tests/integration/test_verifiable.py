@@ -21,6 +21,7 @@ def ray_with_module(tmp_path, monkeypatch):
     """A reward module importable by the Ray workers (PYTHONPATH is inherited when Ray starts)."""
     import ray
 
+    ray.shutdown()  # a fresh Ray: its workers inherit PYTHONPATH only at start
     mod = tmp_path / "pymod"
     mod.mkdir()
     (mod / "probe_rewards.py").write_text(REWARD_MODULE)
