@@ -7,25 +7,8 @@ from typing import Any
 import torch
 
 from rlcustom.algos.policy_objectives import clipped_policy_loss, gspo_loss
+from rlcustom.objectives.policy import with_entropy_and_kl
 from rlcustom.registry import OBJECTIVES
-
-
-def _with_kl_and_entropy(model, batch: dict, lp, logits, loss, stats, *, entropy_coef: float, kl_coef: float,
-                         kl_estimator: str, agg: str):
-    from rlcustom.algos.kl import kl_loss
-    from rlcustom.algos.ppo import entropy_bonus
-
-    mask = batch["response_mask"]
-    kagg = "token" if agg == "const" else agg
-    if entropy_coef > 0:
-        ent = entropy_bonus(logits, mask, agg=kagg)
-        loss = loss - entropy_coef * ent
-        stats["train/entropy"] = float(ent)
-    if kl_coef > 0:
-        kl = kl_loss(lp, batch["ref_logprobs"], mask, estimator=kl_estimator, agg=kagg)
-        loss = loss + kl_coef * kl
-        stats["train/kl_loss"] = float(kl)
-    return loss, stats
 
 
 @OBJECTIVES.register("policy_clip")
@@ -42,7 +25,7 @@ def policy_clip(model, batch: dict, *, clip_eps: float = 0.2, clip_eps_high: flo
     loss, st = clipped_policy_loss(lp, batch["logprobs"], batch["advantages"], batch["response_mask"],
                                    clip_eps=clip_eps, clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c,
                                    agg=agg, max_len=max_len)
-    return _with_kl_and_entropy(model, batch, lp, logits, loss, {f"train/{k}": float(v) for k, v in st.items()},
+    return with_entropy_and_kl(model, batch, lp, logits, loss, {f"train/{k}": float(v) for k, v in st.items()},
                                 entropy_coef=entropy_coef, kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg)
 
 
@@ -56,7 +39,7 @@ def gspo(model, batch: dict, *, clip_eps: float = 3e-4, clip_eps_high: float | N
     lp, logits = out if entropy_coef > 0 else (out, None)
     loss, st = gspo_loss(lp, batch["logprobs"], batch["advantages"], batch["response_mask"], clip_eps=clip_eps,
                          clip_eps_high=clip_eps_high)
-    return _with_kl_and_entropy(model, batch, lp, logits, loss, {f"train/{k}": float(v) for k, v in st.items()},
+    return with_entropy_and_kl(model, batch, lp, logits, loss, {f"train/{k}": float(v) for k, v in st.items()},
                                 entropy_coef=entropy_coef, kl_coef=kl_coef, kl_estimator=kl_estimator, agg="seq")
 
 

@@ -39,22 +39,32 @@ def ppo_clip(model, batch: dict, *, clip_eps: float = 0.2, clip_eps_high: float 
     ``batch`` carries ``logprobs`` (behaviour policy), ``advantages`` [B, T] and,
     when ``kl_coef > 0``, ``ref_logprobs`` (KL as a loss term instead of a reward penalty).
     """
-    from rlcustom.algos.kl import kl_loss
-    from rlcustom.algos.ppo import entropy_bonus, ppo_policy_loss
+    from rlcustom.algos.ppo import ppo_policy_loss
 
-    mask = batch["response_mask"]
     need_logits = entropy_coef > 0
     out = response_logprobs(model, batch, return_logits=need_logits)
     lp, logits = out if need_logits else (out, None)
-    loss, st = ppo_policy_loss(lp, batch["logprobs"], batch["advantages"], mask, clip_eps=clip_eps,
-                               clip_eps_high=clip_eps_high, agg=agg)
-    stats = {f"train/{k}": float(v) for k, v in st.items()}
+    loss, st = ppo_policy_loss(lp, batch["logprobs"], batch["advantages"], batch["response_mask"],
+                               clip_eps=clip_eps, clip_eps_high=clip_eps_high, agg=agg)
+    return with_entropy_and_kl(model, batch, lp, logits, loss, {f"train/{k}": float(v) for k, v in st.items()},
+                               entropy_coef=entropy_coef, kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg)
+
+
+def with_entropy_and_kl(model, batch: dict, lp, logits, loss, stats, *, entropy_coef: float, kl_coef: float,
+                         kl_estimator: str, agg: str):
+    """``loss - entropy_coef * H + kl_coef * KL(pi || ref)`` with their stats, the add-on every clipped policy
+    objective shares (``agg='const'``, Dr. GRPO's constant normaliser, aggregates these two per token)."""
+    from rlcustom.algos.kl import kl_loss
+    from rlcustom.algos.ppo import entropy_bonus
+
+    mask = batch["response_mask"]
+    kagg = "token" if agg == "const" else agg
     if entropy_coef > 0:
-        ent = entropy_bonus(logits, mask, agg=agg)
+        ent = entropy_bonus(logits, mask, agg=kagg)
         loss = loss - entropy_coef * ent
         stats["train/entropy"] = float(ent)
     if kl_coef > 0:
-        kl = kl_loss(lp, batch["ref_logprobs"], mask, estimator=kl_estimator, agg=agg)
+        kl = kl_loss(lp, batch["ref_logprobs"], mask, estimator=kl_estimator, agg=kagg)
         loss = loss + kl_coef * kl
         stats["train/kl_loss"] = float(kl)
     return loss, stats

@@ -108,10 +108,8 @@ class RoleHost:
 
         for g in self.groups.values():
             for a in g.actors:
-                try:
+                with contextlib.suppress(Exception):  # best effort: the actor may already be dead
                     ray.kill(a)
-                except Exception:  # noqa: BLE001
-                    pass
         self.groups = {}
         if self.placements:
             release(self.placements)

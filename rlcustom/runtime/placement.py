@@ -12,6 +12,8 @@ message naming the role and what it needs; it never hangs.
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -113,10 +115,8 @@ def place_roles(roles: Mapping[str, Any], timeout_s: float = 30.0) -> dict[str, 
         return out
     except BaseException:
         for pg in made:
-            try:
+            with contextlib.suppress(Exception):  # best effort: undo the groups made before the failure
                 remove_placement_group(pg)
-            except Exception:  # noqa: BLE001
-                pass
         raise
 
 
@@ -144,7 +144,5 @@ def release(placements: Mapping[str, RolePlacement]) -> None:
         if id(p.pg) in seen:
             continue
         seen.add(id(p.pg))
-        try:
+        with contextlib.suppress(Exception):  # best effort: a group may be gone with its cluster already
             remove_placement_group(p.pg)
-        except Exception:  # noqa: BLE001
-            pass

@@ -20,7 +20,7 @@ from rlcustom.runtime.placement import RolePlacement
 
 
 class ActorTimeout(RLCustomError):
-    pass
+    """A role's call did not answer within its timeout (the message names the role and the call)."""
 
 
 def init_ray(cluster_cfg=None, *, num_cpus: int | None = None, runtime_env: dict | None = None) -> None:
