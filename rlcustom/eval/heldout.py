@@ -48,43 +48,30 @@ def accuracy_line(name: str, r: dict) -> str:
 
 def plot_run(rows: list[dict], out_png: str | Path, keys: tuple[str, ...] = ("reward/mean", "rollout/raw_reward_mean"),
              marks: dict[str, tuple[int, float, float]] | None = None, title: str = "") -> str:
-    """A PNG (drawn with Pillow, which the lock has) of ``keys`` per step from metrics.jsonl rows, on a
-    0..1 axis, plus held-out accuracy marks ``{label: (step, acc, se)}`` with +-2 SE bars."""
-    from PIL import Image, ImageDraw
+    """A PNG (matplotlib) of ``keys`` per step from metrics.jsonl rows on a 0..1 axis, plus held-out
+    accuracy marks ``{label: (step, acc, se)}`` drawn with +-2 SE error bars."""
+    import matplotlib
 
-    W, H, L, R, T, B = 760, 440, 60, 20, 40, 70
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    series = {k: [(r["step"], float(r[k])) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
-    series = {k: v for k, v in series.items() if v}
-    xmax = max([x for v in series.values() for x, _ in v] + [s for s, _, _ in (marks or {}).values()] + [1])
-    X = lambda x: L + (W - L - R) * x / xmax  # noqa: E731
-    Y = lambda y: T + (H - T - B) * (1 - max(-0.05, min(1.05, y)) / 1.0)  # noqa: E731
-    for g in (0.0, 0.25, 0.5, 0.75, 1.0):
-        d.line([(L, Y(g)), (W - R, Y(g))], fill=(225, 225, 225))
-        d.text((L - 35, Y(g) - 6), f"{g:.2f}", fill="black")
-    for k in range(0, int(xmax) + 1, max(1, int(xmax) // 10)):
-        d.text((X(k) - 4, H - B + 6), str(k), fill="black")
-    d.rectangle([L, T, W - R, H - B], outline="black")
-    d.text((W // 2 - 15, H - B + 22), "step", fill="black")
-    d.text((L, 12), title[:110], fill="black")
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
-    legend = []
-    for i, (k, pts) in enumerate(series.items()):
-        c = colors[i % len(colors)]
-        d.line([(X(x), Y(y)) for x, y in pts], fill=c, width=2)
-        for x, y in pts:
-            d.ellipse([X(x) - 2, Y(y) - 2, X(x) + 2, Y(y) + 2], fill=c)
-        legend.append((k, c))
-    for j, (label, (step, acc, se)) in enumerate((marks or {}).items()):
-        c = colors[(len(series) + j) % len(colors)]
-        d.line([(X(step), Y(acc - 2 * se)), (X(step), Y(acc + 2 * se))], fill=c, width=2)
-        d.rectangle([X(step) - 5, Y(acc) - 5, X(step) + 5, Y(acc) + 5], fill=c)
-        legend.append((f"{label}: {acc:.2f} (bar: +-2 SE)", c))
-    for i, (name, c) in enumerate(legend):
-        x0, y0 = L + 10 + (i % 2) * 340, H - B + 38 + (i // 2) * 14
-        d.rectangle([x0, y0 + 3, x0 + 10, y0 + 9], fill=c)
-        d.text((x0 + 15, y0), name, fill="black")
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for k in keys:
+        pts = [(r["step"], float(r[k])) for r in rows if isinstance(r.get(k), (int, float))]
+        if pts:
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", markersize=3, label=k)
+    for label, (step, acc, se) in (marks or {}).items():
+        ax.errorbar([step], [acc], yerr=[2 * se], fmt="s", capsize=4, label=f"{label}: {acc:.2f} (bar: ±2 SE)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    if title:
+        ax.set_title(title[:110], fontsize=9)
+    fig.tight_layout()
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    img.save(out_png, format="PNG")
+    fig.savefig(out_png, format="png", dpi=110)
+    plt.close(fig)
     return str(out_png)
