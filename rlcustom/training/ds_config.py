@@ -87,4 +87,19 @@ def init_process_group(*, rank: int, world_size: int, master_addr: str, master_p
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
     if torch.cuda.is_available():  # each Ray actor sees its own GPU(s) as device 0..
         torch.cuda.set_device(0)
+    _skip_inference_shm_op()
     deepspeed.init_distributed(backend, auto_mpi_discovery=False)
+
+
+def _skip_inference_shm_op() -> None:
+    """Keep DeepSpeed's communication backend from JIT-compiling its CPU shared-memory all-reduce.
+
+    ``TorchBackend.__init__`` builds ``deepspeed_shm_comm`` (C++, ~20 s on two cores, again for every
+    environment path, since torch's extension cache is per user) on every CPU process group, but the op
+    serves only ``inference_all_reduce`` (DeepSpeed-Inference tensor parallelism); training's all-reduce,
+    reduce-scatter and all-gather go through ``torch.distributed``. Marking it incompatible is the switch
+    ``deepspeed.comm.torch.build_shm_op`` reads.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
