@@ -192,7 +192,7 @@ def render(secs: list[Section] | None = None) -> str:
         "out-of-range value stops with one line naming the file or override, the key and what was expected.",
         "",
         "pydantic checks a config against these classes in strict mode: no silent casts (`'3'`, `true` and",
-        "`2.5` are not integers; `1` is a number), a list for a list key, a mapping for a section, and the",
+        "`2.5` are not integers; `1` is a number), a list for a list key, a mapping for a section (null: its defaults), and the",
         "range after a key's help (\"must be > 0\"). Numbers are read as YAML 1.2 reads them (`1e-3` is a number).",
         "",
         "Sections: " + ", ".join(f"[`{s.path or 'top level'}`](#{_anchor(s.path)})" for s in secs),

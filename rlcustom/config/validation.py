@@ -4,10 +4,11 @@ The dataclasses stay the one source of truth: pydantic reads their type hints (`
 ``X | None``, tuples, mappings, nested sections) and, from a field's ``metadata``, its bounds
 (:func:`bounds`: ``gt``/``ge``/``lt``/``le`` are ``pydantic.Field`` arguments). The tree is checked as
 JSON in pydantic's strict mode, which is what a text config needs: no silent casts (a string, a bool or
-2.5 is no integer; an integer is a number), a list is a tuple, a mapping is a section, an unknown key
-is an error (``extra="forbid"``), NaN and infinities are refused. :func:`validate` turns the first
-:class:`pydantic.ValidationError` entry into one :class:`~rlcustom.errors.ConfigError` line naming the
-source, the dotted key and what was expected, with a close match for a typo.
+2.5 is no integer; an integer is a number, ``'0.1'`` is not), a list is a tuple, a mapping is a section
+(null: its defaults), an unknown key is an error (``extra="forbid"``), NaN and infinities are refused.
+:func:`validate` turns the first :class:`pydantic.ValidationError` entry into one
+:class:`~rlcustom.errors.ConfigError` line naming the source, the dotted key and what was expected, with a
+close match for a typo.
 """
 from __future__ import annotations
 
@@ -131,6 +132,19 @@ def _adapter(cls: type) -> Any:
     return pydantic.TypeAdapter(pydantic.with_config(pydantic.ConfigDict(**STRICT))(cls))
 
 
+def _null_sections(tp: Any, value: Any) -> Any:
+    """A section written as null (``decoder: null``, or ``model:`` with nothing under it) is its defaults.
+    A section that may be null (``model.lora``) stays null: ``X | None`` is no dataclass here."""
+    if dataclasses.is_dataclass(tp) and value is None:
+        return {}
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        hints = typing.get_type_hints(tp)
+        return {k: _null_sections(hints[k], v) if k in hints else v for k, v in value.items()}
+    if typing.get_origin(tp) is dict and isinstance(value, dict):  # roles: {ROLE: null}
+        return {k: _null_sections(typing.get_args(tp)[1], v) for k, v in value.items()}
+    return value
+
+
 def _reject(value: Any) -> Any:
     raise TypeError(f"{value!r} ({type(value).__name__}) is not a config value: use a string, number, "
                     "true/false, null, list or mapping")
@@ -142,7 +156,7 @@ def validate(cls: type, data: Any, *, source: str, prefix: str = "") -> Any:
     import pydantic
 
     try:
-        text = json.dumps(data, default=_reject)
+        text = json.dumps(_null_sections(cls, data), default=_reject)
     except (TypeError, ValueError) as e:  # a YAML !!binary or !!set, or an alias that contains itself
         raise ConfigError(f"{source}: {e}") from None
     try:

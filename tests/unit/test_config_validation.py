@@ -56,7 +56,6 @@ def test_no_silent_casts(override, expect):
     ("roles.learner.replicass=2", "unknown key 'roles.learner.replicass' (did you mean 'roles.learner.replicas'?)"),
     ("roles.learner.zero_stage=4", "key 'roles.learner.zero_stage' must be in [0, 3], got 4"),
     ("roles=3", "key 'roles' must be a mapping of a mapping, got 3"),
-    ("sampling=null", "key 'sampling' must be a mapping, got None"),
     ("reward.kwargs=3", "key 'reward.kwargs' must be a mapping of any value, got 3"),
 ])
 def test_errors_name_the_key_the_user_wrote(override, expect):
@@ -74,6 +73,18 @@ def test_trainer_sections_nested_lists_and_cross_key_checks():
     cfg = load_config(None, l3m + ["algo.constraints=[{name: n, lo: 1, kwargs: {a: [1, 2]}}]"])
     (c,) = cfg.algo.constraints
     assert type(c).__name__ == "ConstraintSpec" and c.lo == 1.0 and c.kwargs == {"a": [1, 2]}
+
+
+def test_a_null_section_is_its_defaults_and_a_nullable_one_is_null(tmp_path):
+    from rlcustom.config import DecoderConfig, RoleConfig, SamplingConfig
+
+    cfg = load_config(None, ["sampling.n=4", "sampling=null", "roles.learner=null", "decoder=null", "model.lora=null"])
+    assert cfg.sampling == SamplingConfig() and cfg.roles == {"learner": RoleConfig()} and cfg.decoder == DecoderConfig()
+    assert cfg.model.lora is None
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  # path: x\ntrainer: ppo\nalgo:\n")  # sections with everything commented out
+    assert load_config(p).model.path == "smollm2-135m-instruct"
+    assert error(["roles.learner=3"]) == "override 'roles.learner=3': key 'roles.learner' must be a mapping, got 3"
 
 
 def test_types_after_validation():
@@ -141,3 +152,17 @@ def test_to_dict_round_trips(path):
     assert isinstance(plain["tracking"]["tags"], list) and isinstance(plain["model"], dict)
     again = from_dict(plain)
     assert again == cfg and dataclasses.asdict(again) == dataclasses.asdict(cfg)
+
+
+def test_decoder_flags_reach_the_config_as_numbers_and_verbatim_paths():
+    """`--beta 1 --beta 2.5` arrive as strings; the config takes no number written as a string, so the weights
+    travel as a YAML list (numbers) and the paths as JSON strings (a comma or a colon stays in the path)."""
+    from types import SimpleNamespace
+
+    from rlcustom.decoding.registry_cli import decoder_overrides
+
+    flags = SimpleNamespace(decoder="vas", value=["a,b", "c: d"], beta=["1", "2.5e-1"])
+    d = load_config(None, decoder_overrides(flags)).decoder
+    assert (d.name, d.value, d.beta) == ("vas", ("a,b", "c: d"), (1.0, 0.25))
+    assert error(decoder_overrides(SimpleNamespace(beta=["abc"]))).endswith(
+        "key 'decoder.beta' must be a number or a list of a number, got ['abc']")
