@@ -121,6 +121,15 @@ def _fields(cls: type) -> Iterator[tuple[str, Any, Any, str]]:
         yield f.name, hints.get(f.name, f.type), default, str(meta.get("help") or meta.get("doc") or "")
 
 
+def _range(cls: type, name: str) -> str:
+    """`` (> 0)`` for a dataclass field with bounds in its metadata (what pydantic enforces), else ``""``."""
+    from rlcustom.config.validation import bounds_text
+
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    meta = fields[name].metadata if name in fields else {}
+    return f" (must be {bounds_text(meta)})" if any(k in meta for k in ("gt", "ge", "lt", "le")) else ""
+
+
 def _section(path: str, cls: type, out: list[Section]) -> None:
     comments = field_comments(cls)
     keys, nested = [], []
@@ -139,7 +148,8 @@ def _section(path: str, cls: type, out: list[Section]) -> None:
         if name == "algo" and not path:
             continue  # typed per trainer: its own sections below
         shown = "required" if default is dataclasses.MISSING else _default(default)
-        keys.append(Key(name, _type_name(tp), shown, help_ or comments.get(name, "")))
+        text = help_ or comments.get(name, "")
+        keys.append(Key(name, _type_name(tp), shown, text + _range(cls, name) if text else ""))
     doc = inspect.getdoc(cls) or ""
     if doc.startswith(cls.__name__ + "("):  # dataclasses' generated signature is not documentation
         doc = ""
@@ -180,6 +190,10 @@ def render(secs: list[Section] | None = None) -> str:
         "with its type, default and help. A run config is YAML; any key can be overridden on the command line",
         "as `section.key=value` (e.g. `sampling.temperature=0.7`). An unknown key, a wrong type or an",
         "out-of-range value stops with one line naming the file or override, the key and what was expected.",
+        "",
+        "pydantic checks a config against these classes in strict mode: no silent casts (`'3'`, `true` and",
+        "`2.5` are not integers; `1` is a number), a list for a list key, a mapping for a section (null: its defaults), and the",
+        "range after a key's help (\"must be > 0\"). Numbers are read as YAML 1.2 reads them (`1e-3` is a number).",
         "",
         "Sections: " + ", ".join(f"[`{s.path or 'top level'}`](#{_anchor(s.path)})" for s in secs),
         "",

@@ -3,20 +3,20 @@
 Every error is one line that names the file (or the override), the dotted key
 and what was expected, with a close-match suggestion for typos::
 
-    configs/ppo.yaml: unknown key 'ppo.lrr' (did you mean 'ppo.lr'?)
-    override 'ppo.lr=-1': key 'ppo.lr' must be > 0, got -1.0
+    configs/ppo.yaml: unknown key 'optim.lrr' (did you mean 'optim.lr'?)
+    override 'optim.lr=-1': key 'optim.lr' must be > 0, got -1
 
-Sections are dataclasses; a field's ``metadata`` may carry ``check=(predicate,
-"description")`` for range checks and ``doc`` for the help text. ``Literal``
-types give the allowed choices. Trainers register the dataclass of their own
-section with :func:`register_section`.
+Sections are dataclasses; a field's ``metadata`` may carry bounds (:func:`bounds`,
+e.g. ``metadata=positive``) and ``doc`` for the help text. ``Literal`` types give the
+allowed choices. Trainers register the dataclass of their own section with
+:func:`register_section`. pydantic validates the tree against the dataclasses.
 
-Modules: :mod:`~rlcustom.config.coerce` (the generic conversion/validation engine),
+Modules: :mod:`~rlcustom.config.validation` (pydantic over the dataclasses, its errors as one line),
 :mod:`~rlcustom.config.sections` (the core sections, :class:`RunConfig`), :mod:`~rlcustom.config.decoder`
 (the ``decoder:`` section and its cross-checks), :mod:`~rlcustom.config.load` (YAML + overrides).
 This package imports no trainer: trainers register into it.
 """
-from rlcustom.config.coerce import check, non_negative, positive, to_dict, unit_interval
+from rlcustom.config.validation import bounds, non_negative, positive, to_dict, unit_interval
 from rlcustom.config.decoder import DECODER_KEYS, DecoderConfig
 from rlcustom.config.load import from_dict, load_config, load_plugins, parse_override, read_yaml
 from rlcustom.config.sections import (SECTIONS, ClusterConfig, DataConfig, LoraConfig, ModelConfig, OptimConfig,
@@ -24,6 +24,6 @@ from rlcustom.config.sections import (SECTIONS, ClusterConfig, DataConfig, LoraC
                                       register_section)
 
 __all__ = ["DECODER_KEYS", "SECTIONS", "ClusterConfig", "DataConfig", "DecoderConfig", "LoraConfig", "ModelConfig",
-           "OptimConfig", "RewardConfig", "RoleConfig", "RunConfig", "SamplingConfig", "TrackingConfig", "check",
+           "OptimConfig", "RewardConfig", "RoleConfig", "RunConfig", "SamplingConfig", "TrackingConfig", "bounds",
            "from_dict", "load_config", "load_plugins", "non_negative", "parse_override", "positive", "read_yaml",
            "register_section", "to_dict", "unit_interval"]

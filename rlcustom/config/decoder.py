@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rlcustom.config.coerce import positive
+from rlcustom.config.validation import positive
 
 # which DecoderConfig keys each guided decoder takes (besides ``name``)
 DECODER_KEYS: dict[str, tuple[str, ...]] = {

@@ -15,10 +15,10 @@ from typing import Any, Mapping
 
 import yaml
 
-from rlcustom.config.coerce import _build, _convert, _Fail, _fmt
 from rlcustom.config.sections import SECTIONS, RunConfig
+from rlcustom.config.validation import validate
 from rlcustom.errors import ConfigError
-from rlcustom.yaml_strict import safe_load_strict
+from rlcustom.yaml_strict import load_value, safe_load_strict
 
 PLUGINS = ("rlcustom.builtins",)  # modules whose import registers trainers, sections, rewards, ...
 _loaded = False
@@ -46,7 +46,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{text}': bad key {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_value(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -92,10 +92,7 @@ def from_dict(data: Mapping[str, Any], *, source: str = "<config>", cls: type = 
     """Build ``cls`` from a plain mapping; errors name ``source`` and the key."""
     data = dict(data)
     algo_raw = data.pop("algo", None)
-    try:
-        cfg = _build(cls, data, "")
-    except _Fail as f:
-        raise ConfigError(f"{source}: {_fmt(f)}") from None
+    cfg = validate(cls, data, source=source)
     if cls is RunConfig:
         section = SECTIONS.get(cfg.trainer)
         if section is None:
@@ -111,10 +108,7 @@ def from_dict(data: Mapping[str, Any], *, source: str = "<config>", cls: type = 
         if algo_raw is not None and section is None:
             raise ConfigError(f"{source}: key 'algo' is not used by trainer '{cfg.trainer}'")
         if section is not None:
-            try:
-                algo = _convert(section, algo_raw or {}, "algo")
-            except _Fail as f:
-                raise ConfigError(f"{source}: {_fmt(f)}") from None
+            algo = validate(section, algo_raw or {}, source=source, prefix="algo")
             cfg = dataclasses.replace(cfg, algo=algo)
     return cfg
 

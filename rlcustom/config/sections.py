@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-from rlcustom.config.coerce import check, non_negative, positive, unit_interval
+from rlcustom.config.validation import bounds, non_negative, positive, unit_interval
 from rlcustom.config.decoder import DecoderConfig
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class DataConfig:
 class SamplingConfig:
     max_new_tokens: int = field(default=64, metadata=positive)  # most tokens generated per completion
     temperature: float = field(default=1.0, metadata=non_negative)  # sampling temperature; 0 = greedy
-    top_p: float = field(default=1.0, metadata=check(lambda v: 0 < v <= 1, "in (0, 1]"))  # nucleus sampling; 1 = off
+    top_p: float = field(default=1.0, metadata=bounds(gt=0, le=1))  # nucleus sampling; 1 = off
     top_k: int = field(default=0, metadata=non_negative)  # sample from the k likeliest tokens; 0 = off
     n: int = field(default=1, metadata=positive)  # completions sampled per prompt
 
@@ -75,7 +75,7 @@ class RoleConfig:
     colocate_with: str | None = None  # another role whose placement bundles this one shares (e.g. learner)
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"  # Ray placement group strategy
     zero_stage: int = field(default=2,  # DeepSpeed ZeRO stage (learners): 1 shards optimizer states, 2 also
-                            metadata=check(lambda v: v in (0, 1, 2, 3), "one of 0, 1, 2, 3"))  # grads, 3 also params
+                            metadata=bounds(ge=0, le=3))  # grads, 3 also params
     offload_optimizer: bool = False  # DeepSpeed ZeRO CPU offload of optimizer states (GPU runs)
     offload_params: bool = False     # ZeRO-3 parameter offload (GPU runs)
     tensor_parallel_size: int = field(default=1, metadata=positive)  # vLLM tensor parallelism per rollout replica

@@ -44,14 +44,17 @@ _FLAG_KEYS = ("decoder", "value", "beta", "topk", "aligned", "adapter", "lam", "
 def decoder_overrides(args: Any) -> list[str]:
     """The flags (attributes of ``args``: decoder, value, beta, topk, aligned, adapter, lam, alpha, alpha0)
     as ``decoder.KEY=VALUE`` overrides (applied after the config file and its overrides,
-    so a flag wins); lists are written as JSON, which YAML reads back verbatim."""
+    so a flag wins). Lists of paths are written as JSON strings, which YAML reads back verbatim; lists of
+    weights as a YAML list, which reads ``1`` as a number (the config takes no number written as a string)."""
     out = []
     for flag in _FLAG_KEYS:
         v = getattr(args, flag, None)
         if v is None:
             continue
         key = "name" if flag == "decoder" else flag
-        out.append(f"decoder.{key}={json.dumps(v) if isinstance(v, list) else v}")
+        if isinstance(v, list):
+            v = json.dumps(v) if flag in ("value", "aligned") else "[" + ", ".join(map(str, v)) + "]"
+        out.append(f"decoder.{key}={v}")
     return out
 
 

@@ -37,7 +37,7 @@ import torch
 
 from rlcustom.algos.l3m import (ConstraintEMA, barrier_weights, constraint_values, interval_constraint, mu_schedule,
                                 update_multipliers)
-from rlcustom.config import check, non_negative, positive, register_section, unit_interval
+from rlcustom.config import bounds, non_negative, positive, register_section, unit_interval
 from rlcustom.trainers.base import register_trainer
 from rlcustom.trainers.offline import DatasetTrainer, encode_pairs
 from rlcustom.trainers.pipeline import PipelineTrainer, Step
@@ -91,7 +91,7 @@ class ConstrainedConfig:
     task_prob: float = field(default=0.5, metadata=unit_interval)  # P(task step); 0.5 = the paper's fair coin
     task_max_grad_norm: float = field(default=1.0, metadata=non_negative)  # clip of the task gradient (0: none)
     constraint_max_grad_norm: float = field(default=1.0, metadata=non_negative)  # clip of the constraint gradient
-    ema_smoothing: float = field(default=0.1, metadata=check(lambda v: 0 < v <= 1, "in (0, 1]"))  # weight of new C_i
+    ema_smoothing: float = field(default=0.1, metadata=bounds(gt=0, le=1))  # weight of new C_i
     loo_baseline: bool = False  # leave-one-out baseline on the REINFORCE coefficients (not in the paper)
     eval_rows: int = field(default=16, metadata=non_negative)  # fixed task rows for eval/task_nll (0: off)
     eval_every: int = field(default=1, metadata=positive)  # evaluate the task NLL every N steps (and the last)

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from rlcustom.config import check, non_negative, positive, register_section, to_dict, unit_interval
+from rlcustom.config import bounds, non_negative, positive, register_section, to_dict, unit_interval
 from rlcustom.errors import RLCustomError
 from rlcustom.fsutil import atomic_write_text
 from rlcustom.trainers.base import register_trainer
@@ -61,7 +61,7 @@ class VASConfig:
     prompts_per_batch: int = field(default=16, metadata=positive)  # prompts per generate call while sampling
     temperature: float | None = field(default=0.7, metadata=non_negative)  # sampling temperature (None: sampling.temperature)
     dataset: str | None = None  # JSONL of labelled samples (None: OUTPUT_DIR/vas_samples.jsonl)
-    val_fraction: float = field(default=0.1, metadata=check(lambda v: 0 <= v < 1, "in [0, 1)"))  # held-out prompts
+    val_fraction: float = field(default=0.1, metadata=bounds(ge=0, lt=1))  # held-out prompts
     batch_size: int = field(default=32, metadata=positive)  # samples per value update
     lam: float = field(default=0.95, metadata=unit_interval)  # TD(lambda); 1 = Online FUDGE (Monte-Carlo regression)
     gamma: float = field(default=1.0, metadata=unit_interval)  # discount
