@@ -88,6 +88,8 @@ class RewardActor(ActorBase):
         else:
             self.kind = "python"
             self.fn = resolve_reward(spec)  # fails now, naming the spec, rather than at the first score()
+        if self.kind in ("python", "http") and tokenizer_path is not None:
+            self._policy_tokenizer()  # now, while the other roles start, not inside the first step's score phase
 
     # -- setup -----------------------------------------------------------------
     def _load_model(self, spec: str, path: str, dtype: str) -> None:

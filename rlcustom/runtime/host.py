@@ -24,6 +24,7 @@ class RoleHost:
         self.groups: dict[str, RoleGroup] = {}
         self.placements: dict = {}
         self.pad_id = 0
+        self.after_ready: dict[str, tuple[RoleGroup, Any]] = {}  # attribute -> (group, ObjectRef) set when ready
         self._trained_this_step = False  # set by learner_train: a retried step would update twice
         self.weight_sync = WeightSync(self.cfg.sync, adapter_only=self.cfg.model.lora is not None,
                                       zero3=self.role_cfg("learner").zero_stage == 3)
@@ -50,8 +51,13 @@ class RoleHost:
         return group
 
     def wait_roles_ready(self, timeout_s: float = 900.0) -> None:
+        """Wait for every role's actors (created without waiting, so their start-ups overlap), then set the
+        attributes that builders asked of them (``after_ready``, e.g. the rollout's pad id)."""
         for g in self.groups.values():
             g.wait_ready(timeout_s)
+        for attr, (g, ref) in self.after_ready.items():
+            setattr(self, attr, g.get(ref, f"{g.role} {attr.replace('_', ' ')}"))
+        self.after_ready.clear()
 
     def sync_weights(self, learner: str = "learner", rollout: str = "rollout") -> dict[str, float]:
         """Learner rank 0 -> every rollout replica; LoRA runs send only the adapter."""

@@ -21,7 +21,8 @@ def build_rollout(trainer: "Trainer", role: str = "rollout", model=None):
         (model or cfg.model,), {"engine": engine, "seed": cfg.seed, "rank": i, "num_threads": _threads(trainer, role),
                                 "engine_kwargs": ({"tensor_parallel_size": rc.tensor_parallel_size}
                                                   if rc.tensor_parallel_size > 1 else {})}))
-    trainer.pad_id = group.get(group.actors[0].pad_id.remote(), "rollout pad id")
+    # read in wait_roles_ready, not here: blocking now would start the other roles' actors only after this one
+    trainer.after_ready["pad_id"] = (group, group.actors[0].pad_id.remote())
     return group
 
 
