@@ -37,12 +37,12 @@ __all__ = ["OffPolicyConfig", "InFlight", "RolloutOverlap"]
 class OffPolicyConfig:
     """The overlap and off-policy keys shared by the ``pg`` and ``ppo`` sections."""
 
-    # 0: on-policy (generate, then train); k >= 1: the next k steps generate while the learner trains
-    max_staleness: int = field(default=0, metadata=check(lambda v: v >= 0, ">= 0",
-                                                         "rollouts may come from weights up to k updates old"))
-    # none | tis: truncated importance weights min(pi_old/mu, is_cap) on the per-token policy loss
-    is_correction: Literal["none", "tis"] = "none"  # off-policy correction with the engine's log-probs (tis)
-    is_cap: float = field(default=2.0, metadata=positive)  # the truncation C of the TIS weights
+    max_staleness: int = field(default=0, metadata=check(
+        lambda v: v >= 0, ">= 0", "0: on-policy (generate, then train); k >= 1: the next k steps generate while "
+        "the learner trains, from weights at most k updates old"))
+    # none | tis: truncated importance weights min(pi_old / mu, is_cap) on each token's policy loss
+    is_correction: Literal["none", "tis"] = "none"  # off-policy correction with the engine's log-probs: none | tis
+    is_cap: float = field(default=2.0, metadata=positive)  # C, the truncation of the TIS weights min(pi_old/mu, C)
 
 
 @dataclass
