@@ -50,14 +50,17 @@ def _aggregate(loss_tokens: torch.Tensor, mask: torch.Tensor, agg: str, max_len:
 def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                         mask: torch.Tensor, *, clip_eps: float = 0.2, clip_eps_high: float | None = None,
                         dual_clip_c: float | None = None, agg: str = "token",
-                        max_len: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                        max_len: int | None = None, token_weights: torch.Tensor | None = None,
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate with a decoupled clip range (DAPO Eq. 8), an optional dual clip (Ye et al. 2020,
     Eq. 5) and any aggregation of :data:`POLICY_AGG` (``"const"``: Dr. GRPO). Per token::
 
         l_t = max(-A rho, -A clip(rho, 1 - clip_eps, 1 + clip_eps_high))
         l_t = min(l_t, -c A)            if dual_clip_c = c and A < 0
 
-    ``advantages`` is ``[B, T]`` (or ``[B]``, broadcast to tokens). Stats: ``clipfrac`` (upper/lower clip
+    ``advantages`` is ``[B, T]`` (or ``[B]``, broadcast to tokens); ``token_weights`` (optional ``[B, T]``,
+    detached) multiply ``l_t`` before aggregation (truncated importance weights,
+    :mod:`rlcustom.algos.off_policy`). Stats: ``clipfrac`` (upper/lower clip
     active), ``dual_clipfrac`` (the dual bound active), ``approx_kl``, ``ratio_mean``, ``policy_loss``.
     """
     if dual_clip_c is not None and dual_clip_c <= 1.0:
@@ -77,6 +80,8 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
         dual_active = (advantages < 0) & (loss_tokens > bound)
         loss_tokens = torch.where(dual_active, bound, loss_tokens)
     loss_tokens = torch.where(valid, loss_tokens, torch.zeros_like(loss_tokens))
+    if token_weights is not None:
+        loss_tokens = loss_tokens * token_weights.detach()
     loss = _aggregate(loss_tokens, mask, agg, max_len)
     with torch.no_grad():
         f = mask.to(loss_tokens.dtype)

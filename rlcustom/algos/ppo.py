@@ -64,6 +64,7 @@ def ppo_policy_loss(
     clip_eps: float = 0.2,
     clip_eps_high: float | None = None,
     agg: str = "token",
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clipped surrogate loss (Schulman et al. 2017, Eq. 7), per token:
 
@@ -79,6 +80,8 @@ def ppo_policy_loss(
         advantages: ``[B, T]``.
         mask: ``[B, T]`` 1 on valid tokens.
         agg: see :func:`aggregate`.
+        token_weights: optional ``[B, T]`` constants multiplying each token's loss before aggregation
+            (the truncated importance weights of :func:`rlcustom.algos.off_policy.truncated_is_weights`).
 
     Returns:
         ``(loss, stats)``; stats: ``clipfrac`` (fraction of valid tokens where the
@@ -97,6 +100,8 @@ def ppo_policy_loss(
     pg_unclipped = -advantages * ratio
     pg_clipped = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
     loss_tokens = torch.maximum(pg_unclipped, pg_clipped)
+    if token_weights is not None:
+        loss_tokens = loss_tokens * token_weights.detach()
     loss = aggregate(loss_tokens, mask, agg)
 
     with torch.no_grad():

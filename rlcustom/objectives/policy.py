@@ -10,15 +10,29 @@ from rlcustom.algos.preference import bradley_terry_loss, dpo_loss
 from rlcustom.registry import register_objective
 
 
+def tis_weights(batch: dict, is_cap: float | None) -> torch.Tensor | None:
+    """Truncated importance weights ``min(pi_old / mu, is_cap)`` (:mod:`rlcustom.algos.off_policy`) from the
+    batch's ``logprobs`` (pi_old, the learner's) and ``behaviour_logprobs`` (mu, the engine's); None when off."""
+    if is_cap is None:
+        return None
+    from rlcustom.algos.off_policy import truncated_is_weights
+
+    if "behaviour_logprobs" not in batch:
+        raise ValueError("is_cap needs batch['behaviour_logprobs'] (the rollout engine's log-probs)")
+    return truncated_is_weights(batch["logprobs"], batch["behaviour_logprobs"], batch["response_mask"], is_cap)
+
+
 @register_objective("reinforce")
-def reinforce(model, batch: dict, **_) -> tuple[torch.Tensor, dict]:
-    """Vanilla policy gradient: -A * log pi(y_t), token-mean over the batch (Williams 1992)."""
+def reinforce(model, batch: dict, *, is_cap: float | None = None, **_) -> tuple[torch.Tensor, dict]:
+    """Vanilla policy gradient: -A * log pi(y_t), token-mean over the batch (Williams 1992); with ``is_cap``,
+    each token's term times the truncated importance weight ``w_t`` (:mod:`rlcustom.algos.off_policy`)."""
     lp = response_logprobs(model, batch)
     mask = batch["response_mask"]
     adv = batch["advantages"]
     if adv.dim() == 1:
         adv = adv[:, None].expand_as(lp)
-    loss = -masked_mean(adv * lp, mask)
+    w = tis_weights(batch, is_cap)
+    loss = -masked_mean(adv * lp if w is None else w * adv * lp, mask)
     return loss, {"train/pg_loss": float(loss.detach()), "train/logprob": float(masked_mean(lp.detach(), mask))}
 
 
@@ -33,11 +47,12 @@ def sft(model, batch: dict, **_) -> tuple[torch.Tensor, dict]:
 @register_objective("ppo_clip", loss=ppo_policy_loss)
 def ppo_clip(model, batch: dict, *, clip_eps: float = 0.2, clip_eps_high: float | None = None,
              entropy_coef: float = 0.0, kl_coef: float = 0.0, kl_estimator: str = "k3", agg: str = "token",
-             **_) -> tuple[torch.Tensor, dict]:
+             is_cap: float | None = None, **_) -> tuple[torch.Tensor, dict]:
     """PPO clipped surrogate (Schulman et al. 2017, Eq. 7), optional entropy bonus and KL-to-reference loss.
 
-    ``batch`` carries ``logprobs`` (behaviour policy), ``advantages`` [B, T] and,
-    when ``kl_coef > 0``, ``ref_logprobs`` (KL as a loss term instead of a reward penalty).
+    ``batch`` carries ``logprobs`` (pi_old), ``advantages`` [B, T] and,
+    when ``kl_coef > 0``, ``ref_logprobs`` (KL as a loss term instead of a reward penalty). With ``is_cap``,
+    each token's loss is weighted by ``min(pi_old / mu, is_cap)``, ``mu`` = ``behaviour_logprobs`` (TIS).
     """
     from rlcustom.algos.ppo import ppo_policy_loss
 
@@ -45,7 +60,8 @@ def ppo_clip(model, batch: dict, *, clip_eps: float = 0.2, clip_eps_high: float 
     out = response_logprobs(model, batch, return_logits=need_logits)
     lp, logits = out if need_logits else (out, None)
     loss, st = ppo_policy_loss(lp, batch["logprobs"], batch["advantages"], batch["response_mask"],
-                               clip_eps=clip_eps, clip_eps_high=clip_eps_high, agg=agg)
+                               clip_eps=clip_eps, clip_eps_high=clip_eps_high, agg=agg,
+                               token_weights=tis_weights(batch, is_cap))
     return with_entropy_and_kl(model, batch, lp, logits, loss, {f"train/{k}": float(v) for k, v in st.items()},
                                entropy_coef=entropy_coef, kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg)
 

@@ -64,14 +64,20 @@ def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attem
 
     from rlcustom.engines.base import Rollouts
     from rlcustom.errors import RLCustomError
-    from rlcustom.runtime.runtime import shard_rows
 
     for attempt in range(attempts):
         try:
-            parts = shard_rows(len(prompts), len(rg))
-            refs = [a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i))
-                    for i, (a, s) in enumerate(zip(rg.actors, parts)) if s.stop > s.start]
-            return Rollouts.concat(rg.get(refs, "generate"))
+            return Rollouts.concat(rg.get(launch_generate(rg, prompts, params), "generate"))
         except (RayActorError, ActorUnavailableError) as e:
             on_death(e, attempt)
     raise RLCustomError(f"rollout failed {attempts} times in step {step}")
+
+
+def launch_generate(rg: RoleGroup, prompts: list, params) -> list:
+    """One ``generate`` future per rollout replica with rows (replica i samples with seed ``seed + 7919 i``);
+    ``Rollouts.concat(rg.get(refs))`` is the batch in prompt order."""
+    from rlcustom.runtime.runtime import shard_rows
+
+    parts = shard_rows(len(prompts), len(rg))
+    return [a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i))
+            for i, (a, s) in enumerate(zip(rg.actors, parts)) if s.stop > s.start]

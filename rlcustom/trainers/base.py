@@ -74,6 +74,9 @@ class Trainer(RoleHost, CheckpointMixin):
     def summary(self, history: list[dict]) -> list[str]:
         return []
 
+    def discard_in_flight(self, reason: str) -> None:
+        """Drop work launched for later steps (the pipeline trainer's overlapped rollouts); this loop has none."""
+
     def preflight(self) -> None:
         """Model path, tokenizer, prompt data (vs the reward's columns) and the checkpoint resume would load are
         checked before Ray starts: a typo costs one line, not a cluster start-up."""
@@ -131,13 +134,14 @@ class Trainer(RoleHost, CheckpointMixin):
             bar = progress(total=self.cfg.steps, initial=self.step_idx, desc=self.name, unit="step")
             while self.step_idx < self.cfg.steps:
                 self._trained_this_step = False
-                mark = self.sampler.state_dict() if self.sampler is not None else None
+                mark = self.sampler_checkpoint_state() if self.sampler is not None else None
                 try:
                     stats = self.step()
                 except NonFiniteRewardError as e:  # no update was made with the bad rewards
                     self.timer.summary()  # this step's phase times are not a real step's
                     stats = self.faults.reward_skip(unwrap_ray_error(e))
                 except (RayActorError, ActorUnavailableError) as e:  # an actor died: retry or recover
+                    self.discard_in_flight(f"an actor died in step {self.step_idx + 1}")
                     if mark is not None:
                         self.sampler.load_state_dict(mark)  # a step run again draws the same prompts
                     self.faults.on_actor_death(e, self._trained_this_step)

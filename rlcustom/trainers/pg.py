@@ -12,13 +12,14 @@ import torch
 
 from rlcustom.config import positive, register_section
 from rlcustom.trainers.base import register_trainer
+from rlcustom.trainers.overlap import OffPolicyConfig
 from rlcustom.trainers.pipeline import PipelineTrainer, Step
 from rlcustom.trainers.roles import build_learner, build_reward, build_rollout, first_last
 
 
 @register_section("pg")
 @dataclass(frozen=True)
-class PGConfig:
+class PGConfig(OffPolicyConfig):
     prompts_per_step: int = field(default=4, metadata=positive)  # prompts per step (x sampling.n samples)
     advantage: str = "rloo"  # a registered advantage estimator: rloo | grpo | reinforce | ...
     check_sync: bool = False  # after each sync, compare rollout vs learner log-probs of a fixed sequence
@@ -44,10 +45,12 @@ class PGTrainer(PipelineTrainer):
         a = self.cfg.algo
         self.loss_plan = plan_objective(a.objective, a.objective_kwargs, clip_eps=a.clip_eps, agg="token",
                                    max_new_tokens=self.cfg.sampling.max_new_tokens)
+        self.check_off_policy()
 
     def score(self, s: Step) -> None:
         """Rewards; with DAPO's dynamic sampling, all-equal groups dropped and refilled (constant batch size);
-        the objective's score shaping (overlong penalty)."""
+        the objective's score shaping (overlong penalty). Off-policy (overlap or TIS): the learner's log-probs
+        of the batch too (``pi_old``, alongside the reward)."""
         from rlcustom.trainers.filters import resample_step
         from rlcustom.trainers.objective_plan import shape_scores
 
@@ -55,9 +58,14 @@ class PGTrainer(PipelineTrainer):
             params = s.params if s.params is not None else self.sampling_params()
             s.ro, s.scores, m = resample_step(self, s.ro, params, self.loss_plan, self.cfg.algo.prompts_per_step)
             s.batch, s.stats = s.ro.padded(self.pad_id), s.stats | m
+            old = self.groups["learner"].scatter("forward_logprobs", s.batch) if self.off_policy else None
         else:
+            old = self.groups["learner"].scatter("forward_logprobs", s.batch) if self.off_policy else None
             super().score(s)
             s.scores = shape_scores(self.loss_plan, s.scores, s.ro, self.cfg.sampling.max_new_tokens)
+        if old is not None:
+            s.old_lp = self.groups["learner"].gather(old, "learner logprobs")
+            s.rows.append("old_lp")
 
     def advantages(self, s: Step) -> None:
         from rlcustom.registry import ADV_ESTIMATORS
@@ -66,10 +74,12 @@ class PGTrainer(PipelineTrainer):
             token_rewards=None, values=None, mask=s.batch["response_mask"], scores=s.scores,
             group_ids=torch.tensor(s.ro.prompt_index), gamma=1.0, lam=1.0, **self.loss_plan.adv_kwargs)
         s.batch["advantages"] = adv
+        if self.off_policy:  # pi_old = the learner's, the engine's as behaviour log-probs (TIS, metrics)
+            s.batch |= self.off_policy_batch(s, s.old_lp)
 
     def update(self, s: Step) -> None:
         p = self.loss_plan
-        s.stats |= self.learner_train(s.batch, p.loss, **p.loss_kwargs,
+        s.stats |= self.learner_train(s.batch, p.loss, **p.loss_kwargs, **self.is_kwargs(),
                                       **({"weighting": p.weighting} if p.weighting else {}))
 
     def metrics(self, s: Step) -> dict[str, float]:

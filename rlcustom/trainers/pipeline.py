@@ -15,12 +15,14 @@ group advantages are zero anyway) is::
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from rlcustom.trainers.base import Trainer
+from rlcustom.trainers.overlap import RolloutOverlap
 
 
 @dataclass
@@ -59,18 +61,48 @@ def varied_groups(scores: torch.Tensor, group_ids: list[int]) -> list[int]:
     return [i for rows in groups.values() if len({float(scores[j]) for j in rows}) > 1 for i in rows]
 
 
-class PipelineTrainer(Trainer):
-    """An RL trainer: ``step()`` runs the stages; subclasses override the stages they change."""
+class PipelineTrainer(RolloutOverlap, Trainer):
+    """An RL trainer: ``step()`` runs the stages; subclasses override the stages they change.
+
+    With ``algo.max_staleness >= 1`` the stages run overlapped (:mod:`rlcustom.trainers.overlap`)."""
 
     prompts_per_step_key = "prompts_per_step"
 
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.init_overlap()
+
     def step(self) -> dict[str, float]:
         s = self.new_step()
+        if self.max_staleness > 0:
+            t0 = time.perf_counter()
+            self.run_overlapped(s)
+            return self.metrics(s) | self.timer.summary() | {"timing/step_s": time.perf_counter() - t0}
         self.run_stages(s)
         return self.metrics(s) | self.timer.summary()
 
     def new_step(self) -> Step:
         return Step()
+
+    def run_overlapped(self, s: Step) -> Step:
+        """The stages with the next steps' generation in flight from right after this step's rollouts (after
+        scoring when scoring itself generates: DAPO's dynamic sampling) until the sync stage."""
+        with self.timer("generate"):
+            self.generate(s)
+        resamples = getattr(getattr(self, "loss_plan", None), "dynamic_sampling", False)
+        if not resamples:
+            self.launch_ahead()
+        with self.timer("score"):
+            self.score(s)
+        if resamples:
+            self.launch_ahead()
+        self.filter(s)
+        self.advantages(s)
+        with self.timer("train"), self.device_for_training():
+            self.update(s)
+        self.learner_version += 1
+        self.sync(s)
+        return s
 
     def run_stages(self, s: Step) -> Step:
         with self.timer("generate"):
@@ -85,12 +117,26 @@ class PipelineTrainer(Trainer):
         return s
 
     # ------------------------------------------------------------------ stages
-    def sampling_params(self):
-        """The step's sampling parameters: ``sampling:`` seeded by (seed, step)."""
-        return self.cfg.sampling.params(seed=self.cfg.seed * 100003 + self.step_idx)
+    def sampling_params(self, step: int | None = None):
+        """The sampling parameters of ``step`` (default: this one): ``sampling:`` seeded by (seed, step)."""
+        return self.cfg.sampling.params(seed=self.cfg.seed * 100003 + (self.step_idx if step is None else step))
 
     def generate(self, s: Step) -> None:
-        """Rollouts for the sampler's next prompts; ``s.batch`` is their padded form."""
+        """Rollouts for the sampler's next prompts; ``s.batch`` is their padded form. Overlapped: the batch
+        launched for this step in an earlier one (``rollout/staleness``: learner updates since its weights)."""
+        if self.max_staleness > 0 and s.prompts is None and s.params is None:
+            got = self.take_in_flight()
+            if got is None:
+                s.prompts = self.sampler.take(getattr(self.cfg.algo, self.prompts_per_step_key))
+                s.params, ro, version = self.sampling_params(), None, self.engine_version
+            else:
+                s.prompts, s.params, ro, version = got
+            if ro is None:
+                version = self.engine_version
+                ro = self.rollouts(s.prompts, s.params)  # a crashed replica's retry re-syncs: version stays
+            s.ro, s.batch = ro, ro.padded(self.pad_id)
+            s.stats["rollout/staleness"] = float(self.learner_version - version)
+            return
         if s.prompts is None:
             s.prompts = self.sampler.take(getattr(self.cfg.algo, self.prompts_per_step_key))
         s.ro = self.rollouts(s.prompts, s.params if s.params is not None else self.sampling_params())
@@ -118,7 +164,10 @@ class PipelineTrainer(Trainer):
         raise NotImplementedError
 
     def sync(self, s: Step) -> None:
-        """Learner weights to the rollout engines."""
+        """Learner weights to the rollout engines (overlapped: once they have finished what is in flight)."""
+        if self.max_staleness > 0:
+            with self.timer("rollout_wait"):
+                self.wait_in_flight()
         with self.timer("sync"):
             s.stats |= self.sync_weights()
 

@@ -13,13 +13,14 @@ import torch
 
 from rlcustom.config import non_negative, positive, register_section, unit_interval
 from rlcustom.trainers.base import register_trainer
+from rlcustom.trainers.overlap import OffPolicyConfig
 from rlcustom.trainers.pipeline import PipelineTrainer, Step
 from rlcustom.trainers.roles import build_learner, build_reference, build_reward, build_rollout, build_value, first_last
 
 
 @register_section("ppo")
 @dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(OffPolicyConfig):
     prompts_per_step: int = field(default=8, metadata=positive)  # prompts per step (x sampling.n samples)
     ppo_epochs: int = field(default=1, metadata=positive)  # optimisation passes over each batch
     clip_eps: float = field(default=0.2, metadata=positive)  # policy ratio clip
@@ -72,6 +73,7 @@ class PPOTrainer(PipelineTrainer):
 
         self.loss_plan = plan_objective(a.objective, a.objective_kwargs, clip_eps=a.clip_eps, agg=a.agg,
                                    max_new_tokens=self.cfg.sampling.max_new_tokens)
+        self.check_off_policy(recomputed=a.recompute_logprobs)
         self.kl_ctl = (AdaptiveKLController(a.kl_coef, a.kl_target, a.kl_horizon) if a.kl_target
                        else FixedKLController(a.kl_coef))
 
@@ -123,13 +125,15 @@ class PPOTrainer(PipelineTrainer):
             group_ids=torch.tensor(s.ro.prompt_index), gamma=a.gamma, lam=a.lam, **self.loss_plan.adv_kwargs)
         if a.whiten_advantages if a.whiten_advantages is not None else name == "gae":
             adv = whiten_advantages(adv, mask)
+        if self.off_policy and a.recompute_logprobs:  # the engine's log-probs stay as behaviour (TIS, metrics)
+            s.batch |= self.off_policy_batch(s, s.old_lp)
         s.batch |= {"logprobs": s.old_lp, "advantages": adv, "ref_logprobs": s.ref_lp}
 
     def update(self, s: Step) -> None:
         """``ppo_epochs`` passes of the clipped policy loss, and of the clipped value loss with a critic."""
         a, p = self.cfg.algo, self.loss_plan
         for _ in range(a.ppo_epochs):
-            stats = self.learner_train(s.batch, p.loss, **p.loss_kwargs, entropy_coef=a.entropy_coef,
+            stats = self.learner_train(s.batch, p.loss, **p.loss_kwargs, **self.is_kwargs(), entropy_coef=a.entropy_coef,
                                        kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0,
                                        kl_estimator=a.kl_estimator,
                                        **({"weighting": p.weighting} if p.weighting else {}))

@@ -18,6 +18,10 @@ class CheckpointMixin:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def sampler_checkpoint_state(self) -> dict[str, int]:
+        """Where a resumed run's prompts continue (a trainer with rollouts in flight: before the oldest)."""
+        return self.sampler.state_dict()
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
@@ -38,7 +42,7 @@ class CheckpointMixin:
                  "skipped": dict(self.faults.skip_counts), "config": redact(to_dict(self.cfg)),
                  "identity": redact(identity(self.cfg))}  # what resume compares (checkpoint_identity.py)
         if self.sampler is not None:
-            state["sampler"] = self.sampler.state_dict()
+            state["sampler"] = self.sampler_checkpoint_state()
         try:
             path = self.ckpt.save(self.step_idx, state, write_roles)
         except Exception as e:  # noqa: BLE001 - disk full, a role's save raised, ...: say what is still there
@@ -74,7 +78,11 @@ class CheckpointMixin:
         self.faults.skip_counts.update(state.get("skipped", {}))
         if self.sampler is not None:  # checkpoints from before the sampler: one batch of prompts per step
             per_step = getattr(self.cfg.algo, "prompts_per_step", 0)
-            self.sampler.load_state_dict(state.get("sampler") or {"position": self.step_idx * per_step})
+            sampler_state = state.get("sampler") or {"position": self.step_idx * per_step}
+            self.sampler.load_state_dict(sampler_state)
+            if sampler_state.get("in_flight"):
+                self.event(f"resume: discarded the {sampler_state['in_flight']} rollout batch(es) in flight at the "
+                           f"checkpoint; their prompts are generated again (from position {sampler_state['position']})")
         self.load_state_dict(state.get("trainer", {}))
         self.event(f"resumed from {path} at step {self.step_idx}")
         return path
