@@ -57,9 +57,12 @@ def check_sync(ro, lg: RoleGroup, rg: RoleGroup, pad_id: int, zero3: bool) -> di
     return {"system/sync_max_logprob_diff": float(diff)}
 
 
-def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attempts: int = 3, step: int = 0):
+def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attempts: int = 3, step: int = 0,
+                        episodes=None):
     """Prompts split over rollout replicas (replica i samples with seed ``seed + 7919 i``); a crashed replica
-    costs a retry of this call only: ``on_death(err, attempt)`` waits for Ray's restart and re-syncs weights."""
+    costs a retry of this call only: ``on_death(err, attempt)`` waits for Ray's restart and re-syncs weights.
+    ``episodes`` (a :class:`~rlcustom.config.rollout.RolloutConfig` with ``env`` set): multi-turn episodes
+    (``RolloutActor.episodes``), each replica given its prompts' fields (``prompts.fields``)."""
     from ray.exceptions import ActorUnavailableError, RayActorError
 
     from rlcustom.engines.base import Rollouts
@@ -69,7 +72,10 @@ def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attem
     for attempt in range(attempts):
         try:
             parts = shard_rows(len(prompts), len(rg))
-            refs = [a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i))
+            fields = getattr(prompts, "fields", None) or [{} for _ in prompts]
+            refs = [(a.episodes.remote(list(prompts[s]), fields[s], params.with_(seed=(params.seed or 0) + 7919 * i),
+                                       episodes) if episodes is not None else
+                     a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i)))
                     for i, (a, s) in enumerate(zip(rg.actors, parts)) if s.stop > s.start]
             return Rollouts.concat(rg.get(refs, "generate"))
         except (RayActorError, ActorUnavailableError) as e:
