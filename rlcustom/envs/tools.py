@@ -69,7 +69,9 @@ MAX_EXPONENT = 1000
 
 
 def _num(x: float | int) -> float | int:
-    if isinstance(x, complex) or abs(x) > MAX_ABS:
+    if isinstance(x, complex):
+        raise ToolError("calculator: result is not a real number")
+    if abs(x) > MAX_ABS:
         raise ToolError("calculator: number out of range")
     if isinstance(x, float) and not math.isfinite(x):
         raise ToolError("calculator: result is not a finite number")
