@@ -23,6 +23,15 @@ def check_rollout_env(trainer: "Trainer") -> None:
     if not getattr(trainer, "env_rollouts", False):
         raise ConfigError(f"rollout.env: trainer '{trainer.name}' does not run multi-turn episodes "
                           "(trainer: pg does; unset rollout.env)")
+    a = trainer.cfg.algo
+    if getattr(a, "objective", None) is not None and hasattr(a, "objective_kwargs"):
+        from rlcustom.trainers.objective_plan import plan_objective
+
+        plan = plan_objective(a.objective, a.objective_kwargs, clip_eps=getattr(a, "clip_eps", 0.2), agg="token",
+                              max_new_tokens=trainer.cfg.sampling.max_new_tokens)
+        if plan.overlong_buffer:  # DAPO's penalty measures one response against sampling.max_new_tokens
+            raise ConfigError(f"rollout.env: algo.objective={a.objective} adds an overlong penalty, which is for single "
+                              "responses, not episodes; set algo.objective_kwargs.overlong_buffer=0")
     from rlcustom.envs.base import resolve_env
 
     factory = resolve_env(rc.env)
