@@ -1,5 +1,6 @@
 """A 3-turn environment through the real pg trainer on Ray: 2 rollout replicas run the episodes (each with
-its prompts' rows), the run completes, checkpoints, and resumes from its checkpoint.
+its prompts' rows), a killed replica costs a retry of the step's episodes, the run completes, checkpoints,
+and resumes from its checkpoint.
 
 The environment's return is the row's ``k``; with ``rollout.reward: sum`` the reward role adds ``-k`` read
 from the sample's own fields and prompt, so every score is 0 exactly when each episode got its own row.
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+import ray
 
 from rlcustom.config import load_config
 from rlcustom.trainers import run_trainer
@@ -47,7 +49,16 @@ def test_three_turn_env_with_two_rollout_replicas_completes_and_resumes(tiny_dir
             "reward.spec=test_env_rollout:minus_k", "optim.lr=1e-3", "optim.micro_batch_size=4",
             "tracking.mode=offline", "save_every=1", "roles.rollout.replicas=2", "roles.rollout.cpus=0.5",
             "roles.learner.cpus=0.5", "roles.learner.zero_stage=0", "roles.reward.cpus=0.25"]
-    first = run_trainer(load_config(None, args + ["steps=1"]))
+    from rlcustom.trainers.pg import PGTrainer
+
+    class Killer(PGTrainer):
+        def step(self):
+            if self.step_idx == 0:
+                ray.kill(self.groups["rollout"].actors[1], no_restart=False)  # crash; Ray restarts it
+            return super().step()
+
+    first = Killer(load_config(None, args + ["steps=1"])).fit()
+    assert any("rollout actor died" in e for e in first["events"])
     hist = first["history"]
     assert len(hist) == 1
     for h in hist:
