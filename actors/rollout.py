@@ -10,11 +10,15 @@ from typing import Sequence
 import torch
 
 from rlcustom.actors.base import ActorBase
+from rlcustom.actors.episodes import EpisodeMixin
 from rlcustom.engines.base import Rollouts, SamplingParams
 from rlcustom.engines.weight_sync import WeightSyncMixin
 
 
-class RolloutActor(ActorBase, WeightSyncMixin):
+class RolloutActor(ActorBase, WeightSyncMixin, EpisodeMixin):
+    """Generation (``generate``), multi-turn episodes with an environment (``episodes``, from
+    :class:`~rlcustom.actors.episodes.EpisodeMixin`) and weight sync."""
+
     role = "rollout"
 
     def __init__(self, model, *, engine: str = "auto", seed: int = 0, rank: int = 0,

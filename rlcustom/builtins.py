@@ -17,6 +17,8 @@ from rlcustom import objectives  # noqa: F401  (policy, L3M and Q-Adapter learne
 # rewards and guided decoders
 from rlcustom import rewards  # noqa: F401
 from rlcustom.decoding import dera, qadapter as qadapter_decoding, vas  # noqa: F401
+# environments of multi-turn rollouts (calculator, python, tools)
+from rlcustom import envs  # noqa: F401
 # trainers (each registers its trainer and its config section)
 from rlcustom.trainers import best_of_n, l3m, offline, pg, ppo as ppo_trainer, qadapter as qadapter_trainer  # noqa: F401
 from rlcustom.trainers import vas as vas_trainer  # noqa: F401

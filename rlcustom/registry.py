@@ -54,6 +54,8 @@ KL_ESTIMATORS: Registry = Registry("KL estimator")
 REWARDS: Registry = Registry("reward function")
 TRAINERS: Registry = Registry("trainer")
 DECODERS: Registry = Registry("decoder")
+# Environments of multi-turn rollouts (rlcustom.envs): name -> class or factory(**kwargs) -> environment.
+ENVIRONMENTS: Registry = Registry("environment")
 # Learner objectives, the one table of losses: fn(model, batch: dict[str, Tensor], **kwargs) -> (loss, stats).
 # They run inside a LearnerActor/ValueActor and do their own forward pass; ``fn.loss`` is the pure
 # function of rlcustom.algos they apply (None when the objective is its own math).

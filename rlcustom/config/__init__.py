@@ -18,12 +18,14 @@ This package imports no trainer: trainers register into it.
 """
 from rlcustom.config.validation import bounds, non_negative, positive, to_dict, unit_interval
 from rlcustom.config.decoder import DECODER_KEYS, DecoderConfig
+from rlcustom.config.rollout import RolloutConfig
 from rlcustom.config.load import from_dict, load_config, load_plugins, parse_override, read_yaml
 from rlcustom.config.sections import (SECTIONS, ClusterConfig, DataConfig, LoraConfig, ModelConfig, OptimConfig,
                                       RewardConfig, RoleConfig, RunConfig, SamplingConfig, TrackingConfig,
                                       register_section)
 
 __all__ = ["DECODER_KEYS", "SECTIONS", "ClusterConfig", "DataConfig", "DecoderConfig", "LoraConfig", "ModelConfig",
-           "OptimConfig", "RewardConfig", "RoleConfig", "RunConfig", "SamplingConfig", "TrackingConfig", "bounds",
+           "OptimConfig", "RewardConfig", "RoleConfig", "RolloutConfig", "RunConfig", "SamplingConfig",
+           "TrackingConfig", "bounds",
            "from_dict", "load_config", "load_plugins", "non_negative", "parse_override", "positive", "read_yaml",
            "register_section", "to_dict", "unit_interval"]

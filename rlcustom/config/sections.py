@@ -8,6 +8,7 @@ from typing import Any, Callable, Literal
 
 from rlcustom.config.validation import bounds, non_negative, positive, unit_interval
 from rlcustom.config.decoder import DecoderConfig
+from rlcustom.config.rollout import RolloutConfig
 
 @dataclass(frozen=True)
 class LoraConfig:
@@ -134,6 +135,7 @@ class RunConfig:
     resume_force: bool = False  # resume although the checkpoint's identity differs (a new optim.lr is applied)
     sync: Literal["collective", "object_store"] = "collective"  # learner -> rollout weight transport
     reward: RewardConfig = RewardConfig()  # what scores rollouts (trainers that need a reward)
+    rollout: RolloutConfig = RolloutConfig()  # multi-turn episodes with an environment (rollout.env)
     tracking: TrackingConfig = TrackingConfig()
     cluster: ClusterConfig = ClusterConfig()
     decoder: DecoderConfig = DecoderConfig()  # guided decoding for `rlcustom generate` (hf engine)

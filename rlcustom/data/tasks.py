@@ -12,7 +12,8 @@
   answer, which the verifiable rewards reduce to ``42``.)
 
 ``format`` (every task) picks the answer instruction appended to the question: ``hash``
-("... the final answer after ####"), ``boxed`` (``\\boxed{}``) or ``none``. The records carry
+("... the final answer after ####"), ``boxed`` (``\\boxed{}``), ``calculator`` (the calculator tool's
+call format, then ``####``; for ``rollout.env: calculator``) or ``none``. The records carry
 ``answer`` for :func:`rlcustom.rewards.verifiable.exact_match` / ``math_verify``. The held-out split is
 the loaders' usual one (``data.split=validation``, ``data.val_fraction``, by prompt hash), so a
 generated prompt is in exactly one split. Generation is deterministic in ``seed`` and duplicates are
@@ -36,6 +37,9 @@ FORMATS = {
     "hash": " Give the final answer as a number after '####', like '#### 7'.",
     "boxed": " Put the final answer in \\boxed{}.",
     "none": "",
+    # for rollout.env: calculator (rlcustom.envs): the tool-call format, then the answer after ####
+    "calculator": (" You may use a calculator: write <tool>calculator</tool><input>EXPRESSION</input> and you get"
+                   " <result>VALUE</result> back. Give the final answer as a number after '####', like '#### 7'."),
 }
 
 

@@ -59,6 +59,11 @@ class Rollouts:
     recomputes with a forward pass; this is what PPO ratios and KL need.
     ``prompt_index[i]`` says which input prompt sample ``i`` answers (``n``
     samples per prompt are consecutive).
+
+    Multi-turn episodes (:mod:`rlcustom.engines.multiturn`) interleave sampled tokens with environment
+    observation tokens in ``response_ids``: ``loss_mask[i][t]`` is 1 on a sampled token and 0 on an
+    observation token (empty: every token was sampled), and ``episodes[i]`` holds the episode's
+    record (turn rewards, return, turns, counters, how it ended).
     """
 
     prompt_ids: list[list[int]]
@@ -69,6 +74,8 @@ class Rollouts:
     texts: list[str] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)  # the prompt text per sample, when given as text
     fields: list[dict] = field(default_factory=list)  # per sample: its prompt record's other columns (answer, ...)
+    loss_mask: list[list[int]] = field(default_factory=list)  # per token: 1 sampled, 0 observation (empty: all 1)
+    episodes: list[dict] = field(default_factory=list)  # per sample: its episode record (multi-turn rollouts)
 
     def __len__(self) -> int:
         return len(self.response_ids)
@@ -78,7 +85,8 @@ class Rollouts:
 
         Returns ``input_ids`` [B, P+T], ``attention_mask`` [B, P+T],
         ``response_mask`` [B, T], ``logprobs`` [B, T] and ``prompt_len`` P,
-        so that response token ``t`` sits at column ``P + t``.
+        so that response token ``t`` sits at column ``P + t``. ``response_mask`` is
+        ``loss_mask`` where one is given (observation tokens are attended to, not trained on).
         """
         B = len(self)
         P = max((len(p) for p in self.prompt_ids), default=0)
@@ -93,7 +101,7 @@ class Rollouts:
             if r:
                 ids[i, P : P + len(r)] = torch.tensor(r, dtype=torch.long)
                 attn[i, P : P + len(r)] = 1
-                rmask[i, : len(r)] = 1
+                rmask[i, : len(r)] = torch.tensor(self.loss_mask[i], dtype=torch.float32) if self.loss_mask else 1
                 lps[i, : len(lp)] = torch.tensor(lp, dtype=torch.float32)
         out = {"input_ids": ids, "attention_mask": attn, "response_mask": rmask, "logprobs": lps}
         out = {k: v.to(device) for k, v in out.items()}
@@ -107,12 +115,16 @@ class Rollouts:
         pick = lambda xs: [xs[i] for i in idx] if xs else []  # noqa: E731
         return Rollouts(pick(self.prompt_ids), pick(self.response_ids), pick(self.logprobs),
                         pick(self.finish_reasons), pick(self.prompt_index), pick(self.texts), pick(self.prompts),
-                        pick(self.fields))
+                        pick(self.fields), pick(self.loss_mask), pick(self.episodes))
 
     @staticmethod
     def concat(parts: Sequence["Rollouts"]) -> "Rollouts":
         out = Rollouts([], [], [], [], [], [], [], [])
         offset = 0
+        if any(p.loss_mask for p in parts):  # a part without a mask trained on every token
+            out.loss_mask = [m for p in parts for m in (p.loss_mask or [[1] * len(r) for r in p.response_ids])]
+        if any(p.episodes for p in parts):
+            out.episodes = [e for p in parts for e in (p.episodes or [{} for _ in p.response_ids])]
         for p in parts:
             out.prompt_ids += p.prompt_ids
             out.response_ids += p.response_ids

@@ -81,7 +81,15 @@ class RoleHost:
 
         from rlcustom.data.fields import attach_fields
 
-        ro = generate_with_retry(rg, prompts, params, on_death=on_death, attempts=attempts, step=self.step_idx)
+        env = getattr(self.cfg, "rollout", None)  # rollout.env set: multi-turn episodes (rlcustom.envs)
+        env = env if env is not None and env.env else None
+        ro = generate_with_retry(rg, prompts, params, on_death=on_death, attempts=attempts, step=self.step_idx,
+                                 episodes=env)
+        if env is not None:
+            from rlcustom.envs.metrics import failure_lines
+
+            for line in failure_lines(ro, env.log_failures):
+                self.event(f"step {self.step_idx + 1}: {line}")
         return attach_fields(ro, prompts)  # each sample carries its record's answer, tests, ... to the reward
 
     @contextlib.contextmanager

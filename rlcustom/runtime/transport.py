@@ -57,9 +57,12 @@ def check_sync(ro, lg: RoleGroup, rg: RoleGroup, pad_id: int, zero3: bool) -> di
     return {"system/sync_max_logprob_diff": float(diff)}
 
 
-def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attempts: int = 3, step: int = 0):
+def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attempts: int = 3, step: int = 0,
+                        episodes=None):
     """Prompts split over rollout replicas (replica i samples with seed ``seed + 7919 i``); a crashed replica
-    costs a retry of this call only: ``on_death(err, attempt)`` waits for Ray's restart and re-syncs weights."""
+    costs a retry of this call only: ``on_death(err, attempt)`` waits for Ray's restart and re-syncs weights.
+    ``episodes`` (a :class:`~rlcustom.config.rollout.RolloutConfig` with ``env`` set): multi-turn episodes
+    (``RolloutActor.episodes``), each replica given its prompts' fields (``prompts.fields``)."""
     from ray.exceptions import ActorUnavailableError, RayActorError
 
     from rlcustom.engines.base import Rollouts
@@ -67,17 +70,19 @@ def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attem
 
     for attempt in range(attempts):
         try:
-            return Rollouts.concat(rg.get(launch_generate(rg, prompts, params), "generate"))
+            return Rollouts.concat(rg.get(launch_generate(rg, prompts, params, episodes), "generate"))
         except (RayActorError, ActorUnavailableError) as e:
             on_death(e, attempt)
     raise RLCustomError(f"rollout failed {attempts} times in step {step}")
 
 
-def launch_generate(rg: RoleGroup, prompts: list, params) -> list:
-    """One ``generate`` future per rollout replica with rows (replica i samples with seed ``seed + 7919 i``);
-    ``Rollouts.concat(rg.get(refs))`` is the batch in prompt order."""
+def launch_generate(rg: RoleGroup, prompts: list, params, episodes=None) -> list:
+    """One ``generate`` (or, with ``episodes``, multi-turn ``episodes``) future per rollout replica with rows
+    (replica i samples with seed ``seed + 7919 i``); ``Rollouts.concat(rg.get(refs))`` is the batch in prompt order."""
     from rlcustom.runtime.runtime import shard_rows
 
     parts = shard_rows(len(prompts), len(rg))
-    return [a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i))
+    fields = getattr(prompts, "fields", None) or [{} for _ in prompts]
+    return [(a.episodes.remote(list(prompts[s]), fields[s], params.with_(seed=(params.seed or 0) + 7919 * i), episodes)
+             if episodes is not None else a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i)))
             for i, (a, s) in enumerate(zip(rg.actors, parts)) if s.stop > s.start]

@@ -45,6 +45,7 @@ class Trainer(RoleHost, CheckpointMixin):
     name = "base"
     roles_used: tuple[str, ...] = ()  # roles this trainer places (defaults fill missing ones)
     stateful_roles: tuple[str, ...] = ("learner",)  # roles that write into checkpoints
+    env_rollouts = False  # True: its rollouts may be multi-turn episodes (rollout.env; rlcustom.trainers.episodes)
     max_recoveries = 2
     max_step_retries = 2  # in-place retries of one step after a stateless actor died
 
@@ -88,6 +89,10 @@ class Trainer(RoleHost, CheckpointMixin):
             self.sampler = PromptSampler.from_config(self.cfg)  # it keeps the prompt set for the run
             if "reward" in self.roles_used:
                 check_sampler_columns(self.cfg, self.sampler)
+        if getattr(self.cfg, "rollout", None) is not None and self.cfg.rollout.env:
+            from rlcustom.trainers.episodes import check_rollout_env
+
+            check_rollout_env(self)
         check_resume(self.cfg, tuple(self.stateful_roles), tuple(self.roles_used))  # files, identity
 
     # ------------------------------------------------------------------ the loop

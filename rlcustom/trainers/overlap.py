@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import torch
 
-from rlcustom.config import check, positive
+from rlcustom.config import non_negative, positive
 from rlcustom.errors import ConfigError
 
 __all__ = ["OffPolicyConfig", "InFlight", "RolloutOverlap"]
@@ -37,9 +37,8 @@ __all__ = ["OffPolicyConfig", "InFlight", "RolloutOverlap"]
 class OffPolicyConfig:
     """The overlap and off-policy keys shared by the ``pg`` and ``ppo`` sections."""
 
-    max_staleness: int = field(default=0, metadata=check(
-        lambda v: v >= 0, ">= 0", "0: on-policy (generate, then train); k >= 1: the next k steps generate while "
-        "the learner trains, from weights at most k updates old"))
+    # 0: on-policy (generate, then train); k >= 1: the next k steps generate while the learner trains
+    max_staleness: int = field(default=0, metadata=non_negative)  # 0: on-policy; k: rollouts from weights <= k updates old
     # none | tis: truncated importance weights min(pi_old / mu, is_cap) on each token's policy loss
     is_correction: Literal["none", "tis"] = "none"  # off-policy correction with the engine's log-probs: none | tis
     is_cap: float = field(default=2.0, metadata=positive)  # C, the truncation of the TIS weights min(pi_old/mu, C)

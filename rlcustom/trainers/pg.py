@@ -35,6 +35,7 @@ class PGTrainer(PipelineTrainer):
     """REINFORCE (Williams 1992) with a leave-one-out baseline (Ahmadian et al. 2024)."""
 
     roles_used = ("rollout", "learner", "reward")
+    env_rollouts = True  # rollout.env: episodes scored by their returns, observation tokens masked out
 
     def build(self) -> None:
         self.rollout = build_rollout(self)

@@ -31,4 +31,15 @@ def gather_scores(trainer: "Trainer", refs: list, role: str = "reward") -> tuple
 
 
 def score_rollouts(trainer: "Trainer", ro, role: str = "reward") -> tuple[torch.Tensor, dict[str, float]]:
-    return gather_scores(trainer, scatter_scores(trainer, ro, role), role)
+    """Multi-turn episodes (``ro.episodes``, ``rollout.env``) score by their returns :math:`R = \\sum_t r_t`
+    (``rollout.reward: sum`` adds the reward role's score of the whole episode), with the ``env/*`` metrics."""
+    if not getattr(ro, "episodes", None):
+        return gather_scores(trainer, scatter_scores(trainer, ro, role), role)
+    from rlcustom.envs.metrics import episode_metrics
+
+    scores = torch.tensor([e.get("return", 0.0) if e else 0.0 for e in ro.episodes], dtype=torch.float32)
+    metrics = episode_metrics(ro)
+    if trainer.cfg.rollout.reward == "sum":
+        extra, m = gather_scores(trainer, scatter_scores(trainer, ro, role), role)
+        scores, metrics = scores + extra, metrics | m
+    return scores, metrics

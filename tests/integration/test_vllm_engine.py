@@ -209,3 +209,47 @@ def test_import_engines_does_not_import_vllm():
     code = ("import sys, rlcustom.engines as e; assert 'vllm' not in sys.modules; "
             "assert e.SamplingParams and e.Rollouts and e.HFEngine; assert 'vllm' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_multiturn_episodes_train_the_ids_vllm_sampled(engine, hf, prompts):
+    """Three turns on vLLM (token-id prompts): each turn's context is the episode so far as it was, and the
+    trained tokens' log-probs under a transformers forward pass are vLLM's behaviour log-probs."""
+    from rlcustom.engines.markup import TurnMarkup
+    from rlcustom.engines.multiturn import EpisodeBudget, run_episodes
+    from rlcustom.envs import GuardedEnv
+
+    class ThreeTurns:
+        def reset(self, row):
+            self.t = 0
+            return ""
+
+        def step(self, action):
+            self.t += 1
+            return f"observation {self.t}", 1.0, self.t == 3
+
+    tok = hf.tokenizer
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[:2]]
+    calls = []
+
+    def gen(contexts, params):
+        ro = engine.generate(contexts, params)
+        calls.append(([list(c) for c in contexts], ro))
+        return ro
+
+    ro = run_episodes(gen, tok, ids, [{}, {}], [GuardedEnv(ThreeTurns()) for _ in range(2)],
+                      SamplingParams(max_new_tokens=6, seed=0), EpisodeBudget(max_turns=5), TurnMarkup(tok),
+                      engine.eos_ids)
+    assert len(calls) == 3 and [e["turns"] for e in ro.episodes] == [3, 3]
+    for j in range(2):
+        sofar: list[int] = []
+        for contexts, turn in calls:
+            assert contexts[j] == ids[j] + ro.response_ids[j][:len(sofar)] == ids[j] + sofar
+            start = len(sofar)
+            sofar = ro.response_ids[j][:start + len(turn.response_ids[j])]
+            assert sofar[start:] == turn.response_ids[j] and set(ro.loss_mask[j][start:len(sofar)]) == {1}
+            rest = ro.loss_mask[j][len(sofar):]  # the observation turn that follows (mask 0) up to the next turn
+            sofar = ro.response_ids[j][:len(sofar) + (rest.index(1) if 1 in rest else len(rest))]
+        assert sofar == ro.response_ids[j]
+    ref, got, mask = forward_logprobs(hf.model, ro, hf.pad_id)  # mask: padded()'s response_mask = loss mask
+    assert int(mask.sum()) == sum(map(sum, ro.loss_mask)) < sum(map(len, ro.response_ids))  # observations: 0
+    assert torch.allclose(ref[mask], got[mask], atol=LOGPROB_ATOL)

@@ -139,6 +139,8 @@ def _layer(mod: str, layer: str) -> bool:
 @pytest.mark.parametrize("layer, forbidden", [
     ("algos", ("models", "data", "engines", "decoding", "rewards", "training", "actors", "runtime", "trainers",
                "eval", "cluster", "cli", "config", "builtins", "tracking")),  # pure math: nothing above it
+    ("envs", ("training", "actors", "runtime", "trainers", "eval", "cli", "cluster", "config", "builtins")),
+    ("engines", ("envs", "training", "actors", "runtime", "trainers", "eval", "cli", "cluster")),
     ("actors", ("trainers", "eval", "cli", "cluster", "runtime")),
     ("runtime", ("trainers", "eval", "cli", "cluster")),
     ("trainers", ("cli", "eval", "cluster")),
