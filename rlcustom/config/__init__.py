@@ -13,12 +13,14 @@ allowed choices. Trainers register the dataclass of their own section with
 
 Modules: :mod:`~rlcustom.config.validation` (pydantic over the dataclasses, its errors as one line),
 :mod:`~rlcustom.config.sections` (the core sections, :class:`RunConfig`), :mod:`~rlcustom.config.decoder`
-(the ``decoder:`` section and its cross-checks), :mod:`~rlcustom.config.load` (YAML + overrides).
-This package imports no trainer: trainers register into it.
+(the ``decoder:`` section and its cross-checks), :mod:`~rlcustom.config.load` (YAML + overrides),
+:mod:`~rlcustom.config.plugins` (the imports that fill the registries). This package imports no trainer: trainers
+register into it.
 """
 from rlcustom.config.validation import bounds, non_negative, positive, to_dict, unit_interval
 from rlcustom.config.decoder import DECODER_KEYS, DecoderConfig
-from rlcustom.config.load import from_dict, load_config, load_plugins, parse_override, read_yaml
+from rlcustom.config.load import from_dict, load_config, parse_override, read_yaml
+from rlcustom.config.plugins import load_plugins
 from rlcustom.config.sections import (SECTIONS, ClusterConfig, DataConfig, LoraConfig, ModelConfig, OptimConfig,
                                       RewardConfig, RoleConfig, RunConfig, SamplingConfig, TrackingConfig,
                                       register_section)

@@ -2,41 +2,23 @@
 
 A trainer's ``algo:`` section is typed by the dataclass it registered (:func:`register_section`);
 the registrations come from plugins, imported by name before the first lookup
-(:func:`load_plugins`: ``rlcustom.builtins`` and any ``rlcustom.plugins`` entry point). A plugin
-that fails to import raises its own error here; it is never read as "key 'algo' is not used".
+(:func:`~rlcustom.config.plugins.load_plugins`: ``rlcustom.builtins`` and any ``rlcustom.plugins`` entry
+point). A plugin that fails to import raises its own error here; it is never read as "key 'algo' is not used".
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from rlcustom.config.plugins import load_plugins
 from rlcustom.config.sections import SECTIONS, RunConfig
 from rlcustom.config.validation import validate
 from rlcustom.errors import ConfigError
 from rlcustom.yaml_strict import load_value, safe_load_strict
-
-PLUGINS = ("rlcustom.builtins",)  # modules whose import registers trainers, sections, rewards, ...
-_loaded = False
-
-
-def load_plugins() -> None:
-    """Import the built-ins and every ``rlcustom.plugins`` entry point, once. Imported by name, not at the
-    top of this module: the config layer sits below the trainers that register into it."""
-    global _loaded
-    if _loaded:
-        return
-    from importlib.metadata import entry_points
-
-    for name in PLUGINS:
-        importlib.import_module(name)
-    for ep in entry_points(group="rlcustom.plugins"):
-        ep.load()
-    _loaded = True  # only once all imported: a failing plugin fails again on the next load, never silently
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
