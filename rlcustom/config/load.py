@@ -1,6 +1,7 @@
 """Loading: YAML file, then ``a.b=value`` overrides, each validated so that an error names its source.
 
-A trainer's ``algo:`` section is typed by the dataclass it registered (:func:`register_section`);
+A trainer's ``algo:`` section is typed by the dataclass it registered (:func:`register_section`), the
+``decoder:`` section by the options class of the decoder it names (:mod:`rlcustom.config.decoder`);
 the registrations come from plugins, imported by name before the first lookup
 (:func:`~rlcustom.config.plugins.load_plugins`: ``rlcustom.builtins`` and any ``rlcustom.plugins`` entry
 point). A plugin that fails to import raises its own error here; it is never read as "key 'algo' is not used".
@@ -14,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from rlcustom.config.decoder import decoder_from_dict
 from rlcustom.config.plugins import load_plugins
 from rlcustom.config.sections import SECTIONS, RunConfig
 from rlcustom.config.validation import validate
@@ -74,6 +76,7 @@ def from_dict(data: Mapping[str, Any], *, source: str = "<config>", cls: type = 
     """Build ``cls`` from a plain mapping; errors name ``source`` and the key."""
     data = dict(data)
     algo_raw = data.pop("algo", None)
+    decoder_raw = data.pop("decoder", None) if cls is RunConfig else None  # typed by the decoder it names
     cfg = validate(cls, data, source=source)
     if cls is RunConfig:
         section = SECTIONS.get(cfg.trainer)
@@ -92,6 +95,8 @@ def from_dict(data: Mapping[str, Any], *, source: str = "<config>", cls: type = 
         if section is not None:
             algo = validate(section, algo_raw or {}, source=source, prefix="algo")
             cfg = dataclasses.replace(cfg, algo=algo)
+        if decoder_raw is not None:
+            cfg = dataclasses.replace(cfg, decoder=decoder_from_dict(decoder_raw, source=source))
     return cfg
 
 

@@ -1,9 +1,10 @@
-"""Plugins: the modules whose import registers trainers, ``algo:`` sections, decoders, rewards, estimators, ...
-into the registries (the config's :data:`~rlcustom.config.sections.SECTIONS` among them).
+"""Plugins: the modules whose import registers trainers, ``algo:`` sections, decoders and their options,
+rewards, estimators, ... into the registries (the config's :data:`~rlcustom.config.sections.SECTIONS` and
+:data:`~rlcustom.config.decoder.DECODER_OPTIONS` among them).
 
 :func:`load_plugins` imports them by name, not at the top of a module: the config layer sits below the
-trainers that register into it. A plugin that fails to import raises its own error here; it is never read
-as "key 'algo' is not used".
+trainers and decoders that register into it. A plugin that fails to import raises its own error here; it
+is never read as "key 'algo' is not used" or an unknown decoder.
 """
 from __future__ import annotations
 
