@@ -10,8 +10,8 @@
 A decoder is one module: its factory (``factory(**kwargs) -> factory(engine_model) -> StepModel``) registered
 with its options class, ``@register_decoder("vas", options=VASOptions)``. The options class (a frozen dataclass
 subclassing :class:`~rlcustom.config.DecoderConfig`) types the ``decoder:`` keys, checks the keys that go together
-and the paths, and :meth:`~rlcustom.config.DecoderConfig.load` s what the factory needs. Nothing here names a
-decoder: :func:`decoder_overrides` turns the CLI's flags into ``decoder.*`` overrides, :func:`check_decoder`
+and the paths, and loads what the factory needs (:meth:`~rlcustom.config.DecoderConfig.load`). Nothing here names
+a decoder: :func:`decoder_overrides` turns the CLI's flags into ``decoder.*`` overrides, :func:`check_decoder`
 runs the checks before a model loads, :class:`GuidedDecoder` builds the engine's ``decoder=``.
 """
 from __future__ import annotations
