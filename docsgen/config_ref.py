@@ -1,5 +1,6 @@
-"""The configuration reference, generated from the config classes (rlcustom/config.py and each trainer's
-``algo:`` section registered with ``register_section``).
+"""The configuration reference, generated from the config classes (rlcustom/config/, each trainer's
+``algo:`` section registered with ``register_section`` and each decoder's ``decoder:`` keys registered with
+``register_decoder``).
 
 For every key: its type, its default and its help. The help is the field's metadata (``help`` or ``doc``;
 a pydantic ``Field(description=...)``) if present, else the trailing ``# comment`` on the field's line(s)
@@ -30,7 +31,7 @@ class Key:
 
 @dataclass(frozen=True)
 class Section:
-    path: str  # "" (top level), "model.lora", "roles.ROLE", "algo (trainer: ppo)"
+    path: str  # "" (top level), "model.lora", "roles.ROLE", "algo (trainer: ppo)", "decoder (name: vas)"
     cls: type
     keys: tuple[Key, ...]
     doc: str = ""
@@ -130,10 +131,12 @@ def _range(cls: type, name: str) -> str:
     return f" (must be {bounds_text(meta)})" if any(k in meta for k in ("gt", "ge", "lt", "le")) else ""
 
 
-def _section(path: str, cls: type, out: list[Section]) -> None:
+def _section(path: str, cls: type, out: list[Section], skip: tuple[str, ...] = ()) -> None:
     comments = field_comments(cls)
     keys, nested = [], []
     for name, tp, default, help_ in _fields(cls):
+        if name in skip:
+            continue
         sub = f"{path}.{name}" if path else name
         if _is_section(tp):
             nested.append((sub, tp))
@@ -159,7 +162,8 @@ def _section(path: str, cls: type, out: list[Section]) -> None:
 
 
 def sections() -> list[Section]:
-    """Every section of a run config: the top level, its nested sections, then ``algo`` per trainer."""
+    """Every section of a run config: the top level, its nested sections, ``algo`` per trainer, then the keys of
+    each decoder (besides ``decoder.name``, in the ``decoder`` section)."""
     from rlcustom import config as C
 
     # the trainers register their algo: sections on import (load_plugins after the config package split)
@@ -168,6 +172,8 @@ def sections() -> list[Section]:
     _section("", C.RunConfig, out)
     for trainer, cls in sorted(C.SECTIONS.items()):
         _section(f"algo (trainer: {trainer})", cls, out)
+    for name, cls in sorted(C.DECODER_OPTIONS.items()):
+        _section(f"decoder (name: {name})", cls, out, skip=("name",))
     return out
 
 

@@ -110,7 +110,7 @@ def _run(cfg, command: str, out, config_path, counts: Mapping, models: Mapping) 
 
 
 def _trainers():
-    from rlcustom.config.load import load_plugins
+    from rlcustom.config import load_plugins
     from rlcustom.registry import TRAINERS
 
     load_plugins()  # the built-in trainers (and plugins) registered, by name: trainers import this module
@@ -159,7 +159,7 @@ def check_roles(cfg, trainer) -> None:
 
 def _load_registries() -> None:
     """Registries fill on import of the modules that define the entries: the built-ins, in one place."""
-    from rlcustom.config.load import load_plugins
+    from rlcustom.config import load_plugins
 
     load_plugins()
 

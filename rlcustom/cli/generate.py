@@ -14,7 +14,6 @@ from typing import Annotated, List, Optional
 import typer
 
 from rlcustom.cli.options import ConfigArg, OverridesArg, flag_overrides, load
-from rlcustom.decoding.registry_cli import DECODER_NAMES
 from rlcustom.errors import RLCustomError
 
 GEN_FLAGS = {"model": "model.path", "prompts": "data.prompts", "limit": "data.limit", "engine": "engine",
@@ -27,9 +26,6 @@ class Engine(str, Enum):
     auto = "auto"
     hf = "hf"
     vllm = "vllm"
-
-
-Decoder = Enum("Decoder", {n: n for n in DECODER_NAMES}, type=str)  # the registry's names, one source
 
 
 def generate(
@@ -47,8 +43,9 @@ def generate(
     n: Annotated[Optional[int], typer.Option("-n", help="samples per prompt (sampling.n)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="seed")] = None,
     out: Annotated[Optional[str], typer.Option(help="output JSONL (default: OUTPUT_DIR/generations.jsonl)")] = None,
-    decoder: Annotated[Optional[Decoder], typer.Option(
-        help="decode with several models per step (decoder.name)", rich_help_panel=_DEC)] = None,
+    decoder: Annotated[Optional[str], typer.Option(
+        help="decode with several models per step (decoder.name: vas, dera, dera_lora, qadapter or a plugin's; "
+             "any decoder's keys as decoder.KEY=VALUE)", rich_help_panel=_DEC)] = None,
     value: Annotated[Optional[List[str]], typer.Option(
         help="vas: a ValueModel directory; repeat to compose (decoder.value)", rich_help_panel=_DEC)] = None,
     beta: Annotated[Optional[List[str]], typer.Option(
@@ -73,7 +70,7 @@ def generate(
     flags = {"model": model, "prompts": prompts, "limit": limit, "engine": engine and engine.value,
              "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
              "n": n, "seed": seed}
-    dec = SimpleNamespace(decoder=decoder and decoder.value, value=value or None, beta=beta or None, topk=topk,
+    dec = SimpleNamespace(decoder=decoder, value=value or None, beta=beta or None, topk=topk,
                           aligned=aligned or None, adapter=adapter, lam=lam or None, alpha=alpha, alpha0=alpha0)
     cfg = load(config, overrides, flag_overrides(flags, GEN_FLAGS) + decoder_overrides(dec),  # flags win
                command="generate", out=out, limit=limit, n=n)

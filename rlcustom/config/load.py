@@ -1,42 +1,26 @@
 """Loading: YAML file, then ``a.b=value`` overrides, each validated so that an error names its source.
 
-A trainer's ``algo:`` section is typed by the dataclass it registered (:func:`register_section`);
+A trainer's ``algo:`` section is typed by the dataclass it registered (:func:`register_section`), the
+``decoder:`` section by the options class of the decoder it names (:mod:`rlcustom.config.decoder`);
 the registrations come from plugins, imported by name before the first lookup
-(:func:`load_plugins`: ``rlcustom.builtins`` and any ``rlcustom.plugins`` entry point). A plugin
-that fails to import raises its own error here; it is never read as "key 'algo' is not used".
+(:func:`~rlcustom.config.plugins.load_plugins`: ``rlcustom.builtins`` and any ``rlcustom.plugins`` entry
+point). A plugin that fails to import raises its own error here; it is never read as "key 'algo' is not used".
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from rlcustom.config.decoder import decoder_from_dict
+from rlcustom.config.plugins import load_plugins
 from rlcustom.config.sections import SECTIONS, RunConfig
 from rlcustom.config.validation import validate
 from rlcustom.errors import ConfigError
 from rlcustom.yaml_strict import load_value, safe_load_strict
-
-PLUGINS = ("rlcustom.builtins",)  # modules whose import registers trainers, sections, rewards, ...
-_loaded = False
-
-
-def load_plugins() -> None:
-    """Import the built-ins and every ``rlcustom.plugins`` entry point, once. Imported by name, not at the
-    top of this module: the config layer sits below the trainers that register into it."""
-    global _loaded
-    if _loaded:
-        return
-    from importlib.metadata import entry_points
-
-    for name in PLUGINS:
-        importlib.import_module(name)
-    for ep in entry_points(group="rlcustom.plugins"):
-        ep.load()
-    _loaded = True  # only once all imported: a failing plugin fails again on the next load, never silently
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -92,6 +76,7 @@ def from_dict(data: Mapping[str, Any], *, source: str = "<config>", cls: type = 
     """Build ``cls`` from a plain mapping; errors name ``source`` and the key."""
     data = dict(data)
     algo_raw = data.pop("algo", None)
+    decoder_raw = data.pop("decoder", None) if cls is RunConfig else None  # typed by the decoder it names
     cfg = validate(cls, data, source=source)
     if cls is RunConfig:
         section = SECTIONS.get(cfg.trainer)
@@ -110,6 +95,8 @@ def from_dict(data: Mapping[str, Any], *, source: str = "<config>", cls: type = 
         if section is not None:
             algo = validate(section, algo_raw or {}, source=source, prefix="algo")
             cfg = dataclasses.replace(cfg, algo=algo)
+        if decoder_raw is not None:
+            cfg = dataclasses.replace(cfg, decoder=decoder_from_dict(decoder_raw, source=source))
     return cfg
 
 

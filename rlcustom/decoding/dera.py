@@ -2,8 +2,9 @@
 
 :class:`DeRaStep` (a ``StepModel`` over separate SFT/aligned models, or
 :meth:`DeRaStep.from_lora` over one peft model whose LoRA adapter is the aligned model,
-one batched forward per step), the registered factories ``"dera"`` (:func:`dera_decoder`)
-and ``"dera_lora"`` (:func:`dera_lora_decoder`), and weight combining with models:
+one batched forward per step), the decoders ``"dera"`` (:func:`dera_decoder`, its ``decoder:`` keys
+:class:`DeRaOptions`) and ``"dera_lora"`` (:func:`dera_lora_decoder`, :class:`DeRaLoRAOptions`), and weight
+combining with models:
 :func:`weight_interpolated_model` and :func:`lora_interpolated` (Appendix D.5).
 The math (Eq. 9 logits, state-dict interpolation) is :mod:`rlcustom.algos.dera`.
 """
@@ -11,16 +12,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
 
 import torch
 
 from rlcustom.algos.dera import dera_logits, interpolate_state_dicts, lam_scalar
+from rlcustom.config import DecoderConfig
 from rlcustom.decoding.multi import CombinedStep, PairedLoRAStep, TwoModelStep
+from rlcustom.decoding.registry_cli import check_adapter_dir, on_adapter, one_per, register_decoder, require
 from rlcustom.models.lora import lora_layers
-from rlcustom.registry import DECODERS
 
-__all__ = ["DeRaStep", "dera_decoder", "dera_lora_decoder", "weight_interpolated_model", "lora_interpolated"]
+__all__ = ["DeRaStep", "DeRaOptions", "DeRaLoRAOptions", "dera_decoder", "dera_lora_decoder",
+           "weight_interpolated_model", "lora_interpolated"]
 
 
 def _normalise_lams(lam: Any, n: int) -> list:
@@ -111,7 +115,62 @@ def _device_of(model) -> torch.device:
         return torch.device("cpu")
 
 
-@DECODERS.register("dera")
+def _lam(lam: tuple[float, ...]) -> float | list[float]:
+    """``decoder.lam`` as the factories take it: empty -> 1.0, one -> a number, several -> a list."""
+    return 1.0 if not lam else lam[0] if len(lam) == 1 else list(lam)
+
+
+@dataclass(frozen=True)
+class DeRaOptions(DecoderConfig):
+    """``decoder.name: dera``: the engine's model is the SFT model; each step decodes
+    ``softmax(lam * h_aligned + (1 - lam) * h_sft)`` (Eq. 9; several aligned models: Appendix B)."""
+
+    aligned: str | tuple[str, ...] = ()  # aligned model(s): alias, directory or cached hub id, one per lambda
+    lam: float | tuple[float, ...] = ()  # lambda per aligned model (empty: 1.0); 0: SFT, 1: aligned, > 1 extrapolates
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # dtype the aligned models load in (null: float32)
+
+    def check(self) -> None:
+        super().check()
+        require(self, "aligned", "the aligned model")
+        one_per(self, "lam", "aligned", "lambda per aligned model")
+
+    def check_files(self) -> None:
+        from rlcustom.models.loading import resolve_model_path
+
+        for i, a in enumerate(self.aligned):
+            try:
+                resolve_model_path(a)
+            except Exception as e:  # noqa: BLE001 - ModelLoadError's one line, with the key in front
+                raise ValueError(f"decoder.aligned[{i}]: {e}") from None
+
+    def load(self, factory: Callable[..., Any], base_model: Any, tokenizer: Any = None) -> Callable[[], Any]:
+        fixed = factory(lam=_lam(self.lam), aligned=list(self.aligned), dtype=self.dtype or "float32")
+        return lambda: fixed
+
+
+@dataclass(frozen=True)
+class DeRaLoRAOptions(DecoderConfig):
+    """``decoder.name: dera_lora``: DeRa whose aligned model is a LoRA adapter over the engine's (SFT) model;
+    the SFT and aligned logits come from one batched forward per step."""
+
+    adapter: str | None = None  # LoRA adapter directory over model.path (the aligned model)
+    lam: float | tuple[float, ...] = ()  # lambda (empty: 1.0); 0: SFT, 1: aligned, > 1 extrapolates
+    mode: Literal["auto", "slice", "peft"] | None = None  # how base and adapter rows share one forward (null: auto)
+
+    def check(self) -> None:
+        super().check()
+        require(self, "adapter", "a LoRA adapter directory")
+
+    def check_files(self) -> None:
+        check_adapter_dir(self)
+
+    def load(self, factory: Callable[..., Any], base_model: Any, tokenizer: Any = None) -> Callable[[], Any]:
+        fixed = on_adapter(base_model, self.adapter, factory(lam=_lam(self.lam), mode=self.mode or "auto"),
+                           "dera_lora")
+        return lambda: fixed
+
+
+@register_decoder("dera", options=DeRaOptions)
 def dera_decoder(lam: Any = 1.0, aligned: Any = (), *, dtype: str = "float32"):
     """Factory for the ``hf`` engine: ``HFEngine(sft_model, tok, decoder=dera_decoder(lam, aligned=[m]))``.
 
@@ -146,7 +205,7 @@ def dera_decoder(lam: Any = 1.0, aligned: Any = (), *, dtype: str = "float32"):
     return factory
 
 
-@DECODERS.register("dera_lora")
+@register_decoder("dera_lora", options=DeRaLoRAOptions)
 def dera_lora_decoder(lam: Any = 1.0, adapters: str | Sequence[str] | None = None, *, mode: str = "auto"):
     """Factory for the ``hf`` engine whose model is a peft model: base = SFT model,
     LoRA adapter(s) = aligned model(s); one batched forward per step.

@@ -21,15 +21,17 @@ could be created, which the test checks does not happen).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
 from rlcustom.algos.qadapter import _check_alpha, qadapter_logits
+from rlcustom.config import DecoderConfig, positive
 from rlcustom.decoding.multi import CombinedStep, PairedLoRAStep
-from rlcustom.registry import DECODERS
+from rlcustom.decoding.registry_cli import check_adapter_dir, on_adapter, register_decoder, require
 
-__all__ = ["QAdapterStep", "qadapter_decoder"]
+__all__ = ["QAdapterStep", "QAdapterOptions", "qadapter_decoder"]
 
 
 class QAdapterStep(CombinedStep):
@@ -52,7 +54,32 @@ class QAdapterStep(CombinedStep):
         return qadapter_logits(q_logits=adapted, base_logits=base, alpha=self.alpha, alpha0=self.alpha0)
 
 
-@DECODERS.register("qadapter")
+@dataclass(frozen=True)
+class QAdapterOptions(DecoderConfig):
+    """``decoder.name: qadapter``: the customised policy of Eq. 4 from the engine's (base) model and its
+    residual-Q LoRA adapter, base and adapter rows in one batched forward per step."""
+
+    adapter: str | None = None  # the Q-Adapter LoRA directory over model.path (the qadapter trainer's OUTPUT_DIR/adapter)
+    alpha: float | None = None  # alpha~ > 0, the entropy weight (null: 1.0, Table 3)
+    alpha0: float | None = field(default=None, metadata=positive)  # alpha0 = lambda * alpha_1 (null: 0.01, Table 3)
+    mode: Literal["auto", "slice", "peft"] | None = None  # how base and adapter rows share one forward (null: auto)
+
+    def check(self) -> None:
+        super().check()
+        require(self, "adapter", "a LoRA adapter directory")
+
+    def check_files(self) -> None:
+        check_adapter_dir(self)
+
+    def load(self, factory: Callable[..., Any], base_model: Any, tokenizer: Any = None) -> Callable[[], Any]:
+        alpha = 1.0 if self.alpha is None else self.alpha
+        alpha0 = 0.01 if self.alpha0 is None else self.alpha0
+        fixed = on_adapter(base_model, self.adapter, factory(alpha=alpha, alpha0=alpha0, mode=self.mode or "auto"),
+                           "qadapter")
+        return lambda: fixed
+
+
+@register_decoder("qadapter", options=QAdapterOptions)
 def qadapter_decoder(alpha: float = 1.0, alpha0: float = 0.01, adapter: str | None = None, *, mode: str = "auto"):
     """Factory for the ``hf`` engine whose model is the peft Q-Adapter model.
 

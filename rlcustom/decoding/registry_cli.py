@@ -1,4 +1,5 @@
-"""Decoders for ``rlcustom generate --decoder NAME``: CLI options -> a StepModel factory for the ``hf`` engine.
+"""Guided decoders for ``rlcustom generate``: their registration, and config/CLI options -> the ``hf`` engine's
+``decoder=``.
 
     rlcustom generate cfg.yaml --decoder vas --value runs/vas/value --beta 2 --topk 20
     rlcustom generate cfg.yaml --decoder vas --value runs/a/value --value runs/b/value --beta 1 --beta 3
@@ -6,31 +7,44 @@
     rlcustom generate cfg.yaml --decoder dera_lora --adapter runs/ppo/adapter --lam 1.5
     rlcustom generate cfg.yaml --decoder qadapter --adapter runs/qa/adapter --alpha 1.0
 
-:func:`decoder_overrides` turns the CLI's flags (rlcustom/cli/generate.py) into ``decoder.*`` overrides,
-:func:`build_decoder` turns the options into the
-factory that ``HFEngine(..., decoder=...)`` (or ``engine.decoder = ...``) takes.
+A decoder is one module: its factory (``factory(**kwargs) -> factory(engine_model) -> StepModel``) registered
+with its options class, ``@register_decoder("vas", options=VASOptions)``. The options class (a frozen dataclass
+subclassing :class:`~rlcustom.config.DecoderConfig`) types the ``decoder:`` keys, checks the keys that go together
+and the paths, and loads what the factory needs (:meth:`~rlcustom.config.DecoderConfig.load`). Nothing here names
+a decoder: :func:`decoder_overrides` turns the CLI's flags into ``decoder.*`` overrides, :func:`check_decoder`
+runs the checks before a model loads, :class:`GuidedDecoder` builds the engine's ``decoder=``.
 """
 from __future__ import annotations
 
+import inspect
 import json
+import typing
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["build_decoder", "decoder_overrides", "check_decoder",
-           "GuidedDecoder", "DECODER_NAMES"]
-
-from rlcustom.config.decoder import DECODER_KEYS
+from rlcustom.config.decoder import DECODER_OPTIONS, DecoderConfig, decoder_from_dict, register_decoder_options
+from rlcustom.config.plugins import load_plugins
+from rlcustom.errors import ConfigError
 from rlcustom.registry import DECODERS
 
-DECODER_NAMES = tuple(DECODER_KEYS)  # the decoder: section declares each decoder's keys once
-# options of the Python API only (no config key / flag): dera_lora's list of adapters already loaded
-_API_KEYS = {"dera_lora": ("adapters",)}
+__all__ = ["register_decoder", "decoder_fn", "decoder_overrides", "check_decoder", "GuidedDecoder", "build_decoder",
+           "require", "one_per", "check_adapter_dir", "on_adapter"]
+
+
+def register_decoder(name: str, *, options: type[DecoderConfig], override: bool = False) -> Callable:
+    """``@register_decoder("vas", options=VASOptions)`` on the factory: the factory goes into
+    :data:`rlcustom.registry.DECODERS` (what ``--decoder``/``decoder.name`` runs), ``options`` types the
+    ``decoder:`` keys of ``name`` (:func:`rlcustom.config.register_decoder_options`)."""
+
+    def deco(fn: Callable) -> Callable:
+        register_decoder_options(name, options, override=override)
+        return DECODERS.register(name, override=override)(fn)
+
+    return deco
 
 
 def decoder_fn(name: str) -> Callable[..., Any]:
     """The registered decoder factory ``name`` (:data:`rlcustom.registry.DECODERS`); ValueError if unknown."""
-    from rlcustom.config import load_plugins
-
     load_plugins()  # the built-in decoders register on import
     try:
         return DECODERS.get(name)
@@ -38,31 +52,38 @@ def decoder_fn(name: str) -> Callable[..., Any]:
         raise ValueError(str(e).strip("'\"")) from None
 
 
-_FLAG_KEYS = ("decoder", "value", "beta", "topk", "aligned", "adapter", "lam", "alpha", "alpha0")
-
-
 def decoder_overrides(args: Any) -> list[str]:
-    """The flags (attributes of ``args``: decoder, value, beta, topk, aligned, adapter, lam, alpha, alpha0)
-    as ``decoder.KEY=VALUE`` overrides (applied after the config file and its overrides,
-    so a flag wins). Lists of paths are written as JSON strings, which YAML reads back verbatim; lists of
-    weights as a YAML list, which reads ``1`` as a number (the config takes no number written as a string)."""
+    """The CLI's decoder flags (the attributes of ``args``: ``decoder`` is ``decoder.name``, any other the
+    ``decoder:`` key of its name; None: not given) as ``decoder.KEY=VALUE`` overrides, applied after the config
+    file and its overrides (a flag wins). A key that holds paths gets them as JSON strings, which YAML reads back
+    verbatim (a comma or a colon stays in the path); a list of weights is written as a YAML list, which reads
+    ``1`` as a number (the config takes no number written as a string)."""
     out = []
-    for flag in _FLAG_KEYS:
-        v = getattr(args, flag, None)
+    for flag, v in vars(args).items():
         if v is None:
             continue
         key = "name" if flag == "decoder" else flag
-        if isinstance(v, list):
-            v = json.dumps(v) if flag in ("value", "aligned") else "[" + ", ".join(map(str, v)) + "]"
+        if key != "name" and _holds_text(key):
+            v = json.dumps(v)
+        elif isinstance(v, list):
+            v = "[" + ", ".join(map(str, v)) + "]"
         out.append(f"decoder.{key}={v}")
     return out
 
 
-def check_decoder(cfg) -> None:
-    """Everything about ``cfg.decoder`` that can be checked before a model is loaded: keys that go
-    together, the engine, and that the value/adapter/aligned paths exist. One-line ConfigError."""
-    from rlcustom.errors import ConfigError
+def _holds_text(key: str) -> bool:
+    """Whether ``decoder.KEY`` takes strings (paths) in a registered decoder's options."""
+    def text(tp: Any) -> bool:
+        return tp is str or any(text(a) for a in typing.get_args(tp))
 
+    load_plugins()
+    return any(text(typing.get_type_hints(c).get(key)) for c in DECODER_OPTIONS.values())
+
+
+def check_decoder(cfg) -> None:
+    """Everything about ``cfg.decoder`` that can be checked before a model is loaded: keys that go together,
+    the engine, and the paths (the decoder's :meth:`~rlcustom.config.DecoderConfig.check_files`). One-line
+    ConfigError."""
     d = cfg.decoder
     try:
         d.check()
@@ -73,165 +94,105 @@ def check_decoder(cfg) -> None:
     if cfg.engine == "vllm":
         raise ConfigError(f"decoder.name={d.name} runs on the hf engine (it combines several models per step), "
                           "but engine is 'vllm': set engine=hf (or auto)")
-    for i, v in enumerate(d.value):
-        p = Path(v).expanduser()
-        if not (p / "head_config.json").is_file():
-            what = "no such directory" if not p.exists() else "not a ValueModel directory (no head_config.json)"
-            raise ConfigError(f"decoder.value[{i}]: {v}: {what} (the vas trainer writes OUTPUT_DIR/value)")
-    if d.adapter is not None:
-        p = Path(d.adapter).expanduser()
-        if not (p / "adapter_config.json").is_file():
-            what = "no such directory" if not p.exists() else "not a LoRA adapter directory (no adapter_config.json)"
-            raise ConfigError(f"decoder.adapter: {d.adapter}: {what}")
-    for i, a in enumerate(d.aligned):
-        from rlcustom.models.loading import resolve_model_path
-
-        try:
-            resolve_model_path(a)
-        except Exception as e:  # noqa: BLE001 - ModelLoadError's one line, with the key in front
-            raise ConfigError(f"decoder.aligned[{i}]: {e}") from None
-
-
-def _one_or_list(x):
-    if isinstance(x, (list, tuple)):
-        return x[0] if len(x) == 1 else list(x)
-    return x
-
-
-def _check_keys(name: str, options: dict, allowed: tuple[str, ...]) -> None:
-    bad = sorted(k for k, v in options.items() if v is not None and k not in allowed)
-    if bad:
-        raise ValueError(f"decoder {name!r} does not take {', '.join('--' + b for b in bad)} "
-                         f"(it takes {', '.join('--' + a for a in allowed)})")
-
-
-def _peft_wrapped(base_model, adapter: str | None):
-    """The model the LoRA decoders run on: ``base_model`` with ``adapter`` loaded (unmerged) when given."""
-    if adapter is None:
-        return base_model
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(base_model, adapter, is_trainable=False).eval()
+    try:
+        d.check_files()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 class GuidedDecoder:
     """A guided decoder with its extra models loaded once; :meth:`factory` gives the ``hf`` engine's
-    ``decoder=`` for one generate call, optionally with other betas (per call or per request).
+    ``decoder=`` for one generate call, optionally with other per-call options (vas: ``beta``, per call or
+    per request).
 
         g = GuidedDecoder("vas", {"value": ["runs/vas/value"], "beta": [2.0], "topk": 20}, model, tok)
         engine.generate(prompts, params, decoder=g.factory())                      # beta 2
         engine.generate(prompts, params, decoder=g.factory(beta=[0.5]))            # another beta, same model
         engine.generate(prompts, params, decoder=g.factory(beta=[torch.tensor([0., 4.])]))  # one per row
 
-    Per-request beta (VAS Section 4.3, personalisation): a ``[B]`` tensor per value model, one entry per
-    engine row (``n`` samples of a prompt are ``n`` consecutive rows; the engine must then take all rows
-    in one chunk: ``batch_size`` >= B).
+    ``options`` are the decoder's ``decoder:`` keys (validated as the config's). Per-request beta (VAS
+    Section 4.3, personalisation): a ``[B]`` tensor per value model, one entry per engine row (``n`` samples
+    of a prompt are ``n`` consecutive rows; the engine must then take all rows in one chunk: ``batch_size``
+    >= B).
     """
 
     def __init__(self, name: str, options: dict, base_model, tokenizer=None) -> None:
-        self.fn = decoder_fn(name)  # picked from DECODERS; the keys it takes from the decoder: section
+        self.fn = decoder_fn(name)  # what DECODERS holds under the name; its keys from the options class
         self.name, self.base_model = name, base_model
-        self.opts = {k: v for k, v in dict(options or {}).items() if v is not None and v != []}
-        _check_keys(name, self.opts, DECODER_KEYS.get(name, ()) + _API_KEYS.get(name, ()))
-        self._fixed = None
-        (self._setup_vas if name == "vas" else self._setup_dera if name == "dera" else self._setup_lora)()
-
-    def _setup_vas(self) -> None:
-        """Load the value models once; :meth:`factory` builds a VAS step per call (beta may change)."""
-        from rlcustom.decoding.vas import _load_values
-
-        opts, base_model = self.opts, self.base_model
-        values = opts.get("value")
-        if not values:
-            raise ValueError("decoder 'vas' needs --value PATH (a ValueModel directory, e.g. OUTPUT_DIR/value)")
-        values = list(values) if isinstance(values, (list, tuple)) else [values]
-        self.betas = self._betas(opts.get("beta", 1.0), len(values))
-        self.k = int(opts.get("topk", 20))
-        v_base = getattr(getattr(base_model, "config", None), "vocab_size", None)
-        if self.k < 1 or (v_base is not None and self.k > int(v_base)):
-            raise ValueError(f"decoder.topk must be in [1, {v_base}] (the vocabulary size of the model), "
-                             f"got {self.k}")
-        self.value_models = _load_values(values, opts.get("dtype"))
-        for path, vm in zip(values, self.value_models):
-            v_val = getattr(vm.config, "vocab_size", None)
-            if v_base is not None and v_val is not None and int(v_base) != int(v_val):
-                raise ValueError(f"value model {path}: vocabulary {v_val} != the model's {v_base}; "
-                                 "VAS needs the value model to share pi_0's tokenizer")
-
-    def _setup_dera(self) -> None:
-        opts = self.opts
-        if not opts.get("aligned"):
-            raise ValueError("decoder 'dera' needs --aligned PATH (the aligned model)")
-        self._fixed = self.fn(lam=_one_or_list(opts.get("lam", 1.0)), aligned=opts["aligned"],
-                              dtype=opts.get("dtype") or "float32")
-
-    def _setup_lora(self) -> None:
-        """dera_lora / qadapter: one model with a LoRA adapter, run on its peft wrapper."""
-        from rlcustom.models.lora import lora_layers
-
-        opts, base_model, name = self.opts, self.base_model, self.name
-        peft_model = _peft_wrapped(base_model, opts.get("adapter"))
-        if not lora_layers(peft_model):
-            raise ValueError(f"decoder {name!r} needs --adapter DIR (a LoRA adapter over the --model base)")
-        if name == "dera_lora":
-            inner = self.fn(lam=_one_or_list(opts.get("lam", 1.0)), adapters=opts.get("adapters"),
-                            mode=opts.get("mode") or "auto")
-        else:
-            inner = self.fn(alpha=float(opts.get("alpha", 1.0)), alpha0=float(opts.get("alpha0", 0.01)),
-                            mode=opts.get("mode") or "auto")
-
-        def fixed(model):
-            # the engine passes its own (un-wrapped) model; run on the peft wrapper of it
-            return inner(peft_model if model is base_model else model)
-
-        self._fixed = fixed
+        opts = {k: v for k, v in dict(options or {}).items() if v is not None and v != []}
+        self.cfg = decoder_from_dict({**opts, "name": name}, source=f"decoder {name!r}")
+        self.cfg.check()
+        self._make = self.cfg.load(self.fn, base_model, tokenizer)
+        self._per_call = set(inspect.signature(self._make).parameters)
 
     @classmethod
-    def from_config(cls, decoder_cfg, base_model, tokenizer=None) -> "GuidedDecoder":
-        """From a :class:`rlcustom.config.DecoderConfig` (``cfg.decoder``)."""
+    def from_config(cls, decoder_cfg: DecoderConfig, base_model, tokenizer=None) -> GuidedDecoder:
+        """From a config's ``decoder:`` section (``cfg.decoder``)."""
         return cls(decoder_cfg.name, decoder_cfg.options(), base_model, tokenizer)
 
-    @staticmethod
-    def _betas(betas, n: int) -> list:
-        betas = list(betas) if isinstance(betas, (list, tuple)) else [betas]
-        if len(betas) == 1 and n > 1:  # one beta for every value model
-            betas = betas * n
-        if len(betas) != n:
-            raise ValueError(f"decoder.beta has {len(betas)} entries but decoder.value has {n} "
-                             "(one beta per value model)")
-        return betas
-
-    def factory(self, beta=None) -> Callable[[Any], Any]:
-        """The engine's ``decoder=`` (``factory(engine_model) -> StepModel``). ``beta`` (vas only): one
-        entry per value model (a number or a ``[B]`` tensor each; a bare one for all); None: the configured."""
-        if self.name != "vas":
-            if beta is not None:
-                raise ValueError(f"beta is a knob of the vas decoder, not of {self.name!r}")
-            return self._fixed
-        betas = self.betas if beta is None else self._betas(beta, len(self.value_models))
-        return self.fn(self.value_models, betas, k=self.k, mode=self.opts.get("mode") or "tree")
+    def factory(self, **per_call: Any) -> Callable[[Any], Any]:
+        """The engine's ``decoder=`` (``factory(engine_model) -> StepModel``); ``per_call`` options (vas:
+        ``beta``, one entry per value model, a number or a ``[B]`` tensor each) replace the configured ones."""
+        per_call = {k: v for k, v in per_call.items() if v is not None}
+        for k in per_call:
+            if k not in self._per_call:
+                takes = ", ".join(sorted(self._per_call)) or "none"
+                raise ValueError(f"{k} is not a per-call option of decoder {self.name!r} (it has: {takes})")
+        return self._make(**per_call)
 
     def describe(self) -> str:
-        if self.name == "vas":
-            values = self.opts["value"] if isinstance(self.opts["value"], (list, tuple)) else [self.opts["value"]]
-            betas = ", ".join(f"{b:g}" if isinstance(b, (int, float)) else "per-request" for b in self.betas)
-            return f"vas (beta {betas}, top-k {self.k}, value {', '.join(map(str, values))})"
-        return f"{self.name} ({', '.join(f'{k}={v}' for k, v in self.opts.items())})"
+        return self.cfg.describe()
 
 
 def build_decoder(name: str, options: dict, base_model, tokenizer=None) -> Callable[[Any], Any]:
-    """A StepModel factory ``factory(engine_model) -> StepModel`` for the ``hf`` engine.
-
-    Args:
-        name: ``"vas"``, ``"dera"``, ``"dera_lora"`` or ``"qadapter"``.
-        options: ``vas``: ``value`` (path or list; required), ``beta`` (number or list, default 1),
-            ``topk`` (20), ``mode``, ``dtype``. ``dera``: ``aligned`` (path(s); required), ``lam`` (1),
-            ``dtype``. ``dera_lora``: ``adapter`` (a LoRA directory; or none if ``base_model`` is
-            already a peft model), ``lam``, ``adapters``, ``mode``. ``qadapter``: ``adapter``,
-            ``alpha`` (1.0), ``alpha0`` (0.01), ``mode``.
-        base_model: the engine's model (``pi_0`` / the SFT model / the frozen base).
-        tokenizer: the engine's tokenizer.
-
-    To change beta between calls without reloading the value models, keep a :class:`GuidedDecoder`.
-    """
+    """A StepModel factory ``factory(engine_model) -> StepModel`` for the ``hf`` engine: decoder ``name``
+    (``"vas"``, ``"dera"``, ``"dera_lora"``, ``"qadapter"`` or a plugin's) with its ``decoder:`` keys
+    ``options`` (the tables ``decoder (name: ...)`` of the configuration reference) over ``base_model`` (the
+    engine's model: ``pi_0`` / the SFT model / the frozen base). To change per-call options (vas: beta)
+    without reloading the extra models, keep a :class:`GuidedDecoder`."""
     return GuidedDecoder(name, options, base_model, tokenizer).factory()
+
+
+# -- helpers for a decoder's options class (its check / check_files / load) --------------------------------
+
+def require(cfg: DecoderConfig, key: str, what: str) -> None:
+    """ValueError unless ``decoder.KEY`` is set: "decoder.value is required for decoder.name=vas (WHAT)"."""
+    if getattr(cfg, key) in ((), None):
+        raise ValueError(f"decoder.{key} is required for decoder.name={cfg.name} ({what})")
+
+
+def one_per(cfg: DecoderConfig, weights_key: str, models_key: str, per: str) -> None:
+    """ValueError unless ``decoder.WEIGHTS`` is empty or has one entry per ``decoder.MODELS``."""
+    weights, models = getattr(cfg, weights_key), getattr(cfg, models_key)
+    if weights and len(weights) != len(models):
+        raise ValueError(f"decoder.{weights_key} has {len(weights)} entries but decoder.{models_key} has "
+                         f"{len(models)} (one {per})")
+
+
+def check_adapter_dir(cfg: DecoderConfig, key: str = "adapter") -> None:
+    """ValueError unless ``decoder.KEY`` (when set) is a LoRA adapter directory."""
+    path = getattr(cfg, key)
+    if path is not None and not (Path(path).expanduser() / "adapter_config.json").is_file():
+        what = "no such directory" if not Path(path).expanduser().exists() else \
+            "not a LoRA adapter directory (no adapter_config.json)"
+        raise ValueError(f"decoder.{key}: {path}: {what}")
+
+
+def on_adapter(base_model, adapter: str | None, decoder: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """The engine's ``decoder=`` for a decoder that runs on ``base_model`` with the LoRA ``adapter`` directory
+    loaded over it (unmerged): ``decoder`` gets the peft wrapper in place of the engine's own model. Without
+    ``adapter``, ``base_model`` must already carry LoRA layers."""
+    from rlcustom.models.lora import lora_layers
+
+    peft_model = base_model
+    if adapter is not None:
+        from peft import PeftModel
+
+        peft_model = PeftModel.from_pretrained(base_model, adapter, is_trainable=False).eval()
+    if not lora_layers(peft_model):
+        raise ValueError(f"decoder {name!r} needs --adapter DIR (a LoRA adapter over the --model base)")
+
+    def factory(model):
+        return decoder(peft_model if model is base_model else model)
+
+    return factory

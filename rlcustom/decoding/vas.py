@@ -1,5 +1,6 @@
 """VAS decoding with models (Han et al. 2024): the white-box and black-box step models for the ``hf``
-engine, loading value models, and the ``vas`` decoder factory.
+engine, loading value models, and the ``vas`` decoder: its factory, registered with its ``decoder:`` keys
+(:class:`VASOptions`).
 
 The math (Eq. 5 scores, composition of several value estimators, black-box scores) is
 :mod:`rlcustom.algos.vas`; the value models' KV cache is :mod:`rlcustom.decoding.value_cache`.
@@ -7,13 +8,18 @@ The math (Eq. 5 scores, composition of several value estimators, black-box score
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 import torch
 
 from rlcustom.algos.vas import compose_values, topk_children, vas_blackbox_scores, vas_scores
+from rlcustom.config import DecoderConfig, positive
+from rlcustom.decoding.registry_cli import one_per, register_decoder, require
 from rlcustom.decoding.value_cache import ValueCache, model_device
 
-__all__ = ["VASStep", "VASBlackBoxStep", "vas_decoder", "vas_blackbox_decoder"]
+__all__ = ["VASStep", "VASBlackBoxStep", "VASOptions", "vas_decoder", "vas_blackbox_decoder"]
 
 
 def _check_betas(betas, n: int) -> list:
@@ -212,6 +218,65 @@ def _to_device(vm, dev: torch.device):
     return vm.to(dev)
 
 
+@dataclass(frozen=True)
+class VASOptions(DecoderConfig):
+    """``decoder.name: vas``: pi_0's top-k children re-ranked by ``log pi_0 + sum_j beta_j V_j`` (Eq. 5), the
+    value models composed (Section 4.2)."""
+
+    value: str | tuple[str, ...] = ()  # ValueModel director(y/ies) (the vas trainer's OUTPUT_DIR/value); several compose
+    beta: float | tuple[float, ...] = ()  # one weight per value model (empty: 1.0 each)
+    topk: int = field(default=20, metadata=positive)  # children of pi_0's top-k valued per step (at most the vocabulary)
+    mode: Literal["tree", "expand"] | None = None  # tree: one forward of B rows x k children (default); expand: B*k rows
+    dtype: Literal["float32", "bfloat16", "float16", "int8"] | None = None  # value models' dtype (null: as saved); int8: CPU
+
+    def check(self) -> None:
+        super().check()
+        require(self, "value", "a ValueModel directory")
+        one_per(self, "beta", "value", "beta per value model")
+
+    def check_files(self) -> None:
+        for i, v in enumerate(self.value):
+            p = Path(v).expanduser()
+            if not (p / "head_config.json").is_file():
+                what = "no such directory" if not p.exists() else "not a ValueModel directory (no head_config.json)"
+                raise ValueError(f"decoder.value[{i}]: {v}: {what} (the vas trainer writes OUTPUT_DIR/value)")
+
+    def describe(self) -> str:
+        betas = ", ".join(f"{b:g}" for b in self.beta or (1.0,) * len(self.value))
+        return f"vas (beta {betas}, top-k {self.topk}, value {', '.join(self.value)})"
+
+    def load(self, factory: Callable[..., Any], base_model: Any, tokenizer: Any = None) -> Callable[..., Any]:
+        """The value models loaded once; ``make(beta=None)``: a VAS step factory with the configured betas, or
+        ``beta`` (one per value model, or one for all; numbers or ``[B]`` tensors)."""
+        vocab = getattr(getattr(base_model, "config", None), "vocab_size", None)
+        if vocab is not None and self.topk > int(vocab):
+            raise ValueError(f"decoder.topk must be in [1, {vocab}] (the vocabulary size of the model), got {self.topk}")
+        value_models = _load_values(list(self.value), self.dtype)
+        for path, vm in zip(self.value, value_models):
+            v_val = getattr(vm.config, "vocab_size", None)
+            if vocab is not None and v_val is not None and int(vocab) != int(v_val):
+                raise ValueError(f"value model {path}: vocabulary {v_val} != the model's {vocab}; "
+                                 "VAS needs the value model to share pi_0's tokenizer")
+        configured = _per_value_model(list(self.beta) or [1.0], len(value_models))
+
+        def make(beta: Any = None) -> Callable[[Any], VASStep]:
+            betas = configured if beta is None else _per_value_model(beta, len(value_models))
+            return factory(value_models, betas, k=self.topk, mode=self.mode or "tree")
+
+        return make
+
+
+def _per_value_model(betas: Any, n: int) -> list:
+    """One beta per value model: a bare one or a list of one is for every model."""
+    betas = list(betas) if isinstance(betas, (list, tuple)) else [betas]
+    if len(betas) == 1 and n > 1:
+        betas = betas * n
+    if len(betas) != n:
+        raise ValueError(f"decoder.beta has {len(betas)} entries but decoder.value has {n} (one beta per value model)")
+    return betas
+
+
+@register_decoder("vas", options=VASOptions)
 def vas_decoder(value_models, betas=1.0, k: int = 20, *, mode: str = "tree", dtype: str | None = None):
     """Factory for the ``hf`` engine: ``HFEngine(pi0, tok, decoder=vas_decoder([vm], [2.0]))``.
 
@@ -253,13 +318,3 @@ def vas_blackbox_decoder(base_fn, value_models, betas=1.0, k: int = 20, *, vocab
         return VASBlackBoxStep(base_fn, vms, betas, k=k, vocab_size=vocab_size, mode=mode)
 
     return factory
-
-
-def _register_decoder() -> None:
-    from rlcustom.registry import DECODERS
-
-    if "vas" not in DECODERS:
-        DECODERS.register("vas")(vas_decoder)
-
-
-_register_decoder()

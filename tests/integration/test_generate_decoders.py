@@ -96,7 +96,8 @@ def test_decoder_section_round_trips_and_checks_values(value_dir):
     cfg = load_config(None, ["decoder.name=vas", f"decoder.value=[{value_dir}, {value_dir}]", "decoder.beta=[1, 2.5]",
                              "decoder.topk=7", "decoder.mode=expand"])
     d = cfg.decoder
-    assert d == DecoderConfig(name="vas", value=(str(value_dir),) * 2, beta=(1.0, 2.5), topk=7, mode="expand")
+    assert d == DecoderConfig.of("vas", value=(str(value_dir),) * 2, beta=(1.0, 2.5), topk=7, mode="expand")
+    assert type(d).__name__ == "VASOptions"  # the vas decoder's own options class
     assert from_dict(yaml.safe_load(yaml.safe_dump(to_dict(cfg)))).decoder == d
     assert d.options() == {"value": [str(value_dir)] * 2, "beta": [1.0, 2.5], "topk": 7, "mode": "expand"}
     assert load_config(None, ["decoder.name=vas", "decoder.value=v", "decoder.beta=2"]).decoder.beta == (2.0,)
@@ -107,11 +108,11 @@ def test_decoder_section_round_trips_and_checks_values(value_dir):
     with pytest.raises(ConfigError, match=r"key 'decoder.name' must be one of"):
         load_config(None, ["decoder.name=vass"])
     with pytest.raises(ValueError, match=r"decoder.beta has 1 entries but decoder.value has 2"):
-        DecoderConfig(name="vas", value=("a", "b"), beta=(1.0,)).check()
+        DecoderConfig.of("vas", value=("a", "b"), beta=(1.0,)).check()
     with pytest.raises(ValueError, match=r"decoder.lam is not used by decoder.name=vas"):
-        DecoderConfig(name="vas", value=("a",), lam=(1.0,)).check()
+        DecoderConfig.of("vas", value=("a",), lam=(1.0,)).check()
     with pytest.raises(ValueError, match=r"decoder.value is set but decoder.name is not"):
-        DecoderConfig(value=("a",)).check()
+        DecoderConfig.of(value=("a",)).check()
 
 
 @pytest.mark.parametrize("extra,needle", [

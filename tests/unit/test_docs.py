@@ -66,10 +66,12 @@ def test_reference_lists_every_key_of_every_section():
                 "reward": C.RewardConfig, "tracking": C.TrackingConfig, "cluster": C.ClusterConfig,
                 "decoder": C.DecoderConfig}
     expected.update({f"algo (trainer: {t})": cls for t, cls in C.SECTIONS.items()})
-    assert set(expected) <= set(by_path)
+    expected.update({f"decoder (name: {n})": cls for n, cls in C.DECODER_OPTIONS.items()})  # name: in `decoder`
+    assert set(expected) <= set(by_path) and {"decoder (name: vas)", "decoder (name: qadapter)"} <= set(by_path)
     for path, cls in expected.items():
         hints = __import__("typing").get_type_hints(cls)
         sections = {n for n, t in hints.items() if dataclasses.is_dataclass(t) or n in ("roles", "algo")}
+        sections |= {"name"} if path.startswith("decoder (") else set()
         names = {f.name for f in dataclasses.fields(cls)} - sections  # nested sections have their own table
         assert names == {k.name for k in by_path[path].keys}, path
         for k in by_path[path].keys:  # one table row per key, with its type and default
