@@ -61,14 +61,14 @@ def rows(batch: dict, start: int, stop: int) -> dict:
     return {k: (v[start:stop] if torch.is_tensor(v) and v.dim() and v.shape[0] == B else v) for k, v in batch.items()}
 
 
-def reference_grads(model_dir, batch: dict, objective: str) -> dict[str, torch.Tensor]:
+def reference_grads(model_dir, batch: dict, objective: str, **kwargs) -> dict[str, torch.Tensor]:
     """Plain torch: one forward/backward of the full batch, no DeepSpeed."""
     import rlcustom.objectives  # noqa: F401 - registers the objectives
     from rlcustom.models.loading import load_causal_lm
     from rlcustom.registry import OBJECTIVES
 
     model = load_causal_lm(str(model_dir))
-    loss, _ = OBJECTIVES.get(objective)(model, batch)
+    loss, _ = OBJECTIVES.get(objective)(model, batch, **kwargs)
     loss.backward()
     return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
@@ -171,6 +171,28 @@ def test_save_load_then_step_is_deterministic(tiny_dir, tmp_path, lora):
     wb = snapshot(b, adapter_only=False)
     assert s_a["train/lr"] == s_b["train/lr"] and s_a["train/loss"] == s_b["train/loss"]
     assert all(torch.equal(wa[n], wb[n]) for n in wa), "save -> load -> step differs from continuing"
+
+
+def test_packed_micro_batches_same_grads_and_logprobs(tiny_dir):
+    """optim.pack: token-budget micro-batches without padding give the full padded batch's gradient (token-mean
+    and sequence-mean weighting) and its log-probs."""
+    learner = local_learner(tiny_dir, zero_stage=0, pack=True, max_tokens_per_micro_batch=30)
+    batch = make_batch(seed=9)
+    mbs = learner.training.micro_batches(batch)
+    assert len(mbs) > 2 and all(int(mb["attention_mask"].sum()) <= 30 for mb in mbs)
+    assert_grads_close(learner.compute_grads(batch, "reinforce"), reference_grads(tiny_dir, batch, "reinforce"))
+    seq = batch | {"logprobs": -torch.rand(batch["response_mask"].shape) * batch["response_mask"]}
+    assert_grads_close(learner.compute_grads(seq, "policy_clip", weighting="rows", agg="seq"),
+                       reference_grads(tiny_dir, seq, "policy_clip", agg="seq"))
+    from rlcustom.models.forward import response_logprobs
+    from rlcustom.models.loading import load_causal_lm
+
+    with torch.no_grad():
+        padded = response_logprobs(load_causal_lm(str(tiny_dir)), batch)  # the plain padded forward
+    assert (learner.forward_logprobs(batch) - padded).abs().max() <= 1e-5
+    st = learner.train_step(batch, "reinforce")
+    assert st["train/micro_batches"] == len(mbs) and st["train/skipped"] == 0.0
+
 
 
 def test_weight_meta_and_names(tiny_dir, tiny):
