@@ -1,7 +1,7 @@
 """Padded vs packed micro-batches: one training forward+backward of a batch of ragged rollouts.
 
     rlcustom bench packing [--model tiny|smollm2-135m-instruct] [--rows 16] [--micro-batch-size 8]
-                           [--max-tokens 2048] [--repeats 3] [--lora]
+                           [--max-tokens 512] [--repeats 3] [--lora]
 
 The batch looks like a PPO/GRPO step's: ``--rows`` rows with prompt lengths uniform in
 [``--prompt-min``, ``--prompt-max``] and response lengths uniform in [``--resp-min``,
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resp-min", type=int, default=8)
     ap.add_argument("--resp-max", type=int, default=64)
     ap.add_argument("--micro-batch-size", type=int, default=8)
-    ap.add_argument("--max-tokens", type=int, default=2048)
+    ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--lora", action="store_true", help="LoRA r=8 on q,k,v,o (a frozen base)")
     a = ap.parse_args(argv)

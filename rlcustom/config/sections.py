@@ -63,7 +63,7 @@ class OptimConfig:
     total_steps: int = field(default=1000, metadata=positive)  # for cosine/linear decay
     micro_batch_size: int = field(default=8, metadata=positive)  # rows per forward/backward
     pack: bool = False  # pack rows without pad tokens into token-budget micro-batches (instead of micro_batch_size)
-    max_tokens_per_micro_batch: int = field(default=2048, metadata=positive)  # token budget of a packed micro-batch
+    max_tokens_per_micro_batch: int = field(default=512, metadata=positive)  # token budget of a packed micro-batch
     max_consecutive_nonfinite: int = field(default=3, metadata=positive)  # bad steps skipped before the run stops
 
 
