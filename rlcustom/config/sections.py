@@ -83,6 +83,9 @@ class RoleConfig:
     tensor_parallel_size: int = field(default=1, metadata=positive)  # vLLM tensor parallelism per rollout replica
     max_restarts: int = field(default=2, metadata=non_negative)  # times Ray restarts a crashed replica
     call_timeout_s: float = field(default=600.0, metadata=positive)  # longest wait for one call to this role
+    # reference only: learner = the LoRA learner with its adapter disabled (no model copy); auto: learner with
+    # model.lora set, else separate; separate = a reference model of its own
+    share: Literal["auto", "learner", "separate"] = "auto"  # reference: served by the LoRA learner, or its own model
 
 
 @dataclass(frozen=True)

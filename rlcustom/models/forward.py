@@ -5,13 +5,17 @@ Batches follow :meth:`Rollouts.padded`: ``input_ids``/``attention_mask``
 ``response_mask`` [B, T]; response token ``t`` sits at column ``P + t`` and is
 predicted by the logits at column ``P + t - 1``. A batch marked packed
 (:mod:`rlcustom.models.packing`) runs as one row without pad tokens; the results
-keep the padded layout.
+keep the padded layout. A batch that carries ``response_logits`` (from a forward already
+run, e.g. the shared critic's :func:`rlcustom.models.value_head.response_logits_and_values`)
+gives those instead of a second forward.
 """
 from __future__ import annotations
 
 import torch
 
 from rlcustom.models.packing import is_packed, packed_response_hidden, packed_response_logits
+
+LOGITS = "response_logits"  # a batch key: logits [B, T, V] of a forward already run
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -31,6 +35,8 @@ def response_logits(model, batch: dict) -> torch.Tensor:
     vocabulary projection of prompt positions is a third of the compute and most
     of the memory of a forward pass, and nothing reads it.
     """
+    if LOGITS in batch:
+        return batch[LOGITS]
     if is_packed(batch):
         return packed_response_logits(model, batch)
     P = int(batch["prompt_len"])

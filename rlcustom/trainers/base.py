@@ -74,6 +74,11 @@ class Trainer(RoleHost, CheckpointMixin):
     def summary(self, history: list[dict]) -> list[str]:
         return []
 
+    def shared_roles(self) -> dict[str, str]:
+        from rlcustom.trainers.roles import shared_roles
+
+        return shared_roles(self)
+
     def preflight(self) -> None:
         """Model path, tokenizer, prompt data (vs the reward's columns) and the checkpoint resume would load are
         checked before Ray starts: a typo costs one line, not a cluster start-up."""

@@ -194,6 +194,62 @@ def test_packed_micro_batches_same_grads_and_logprobs(tiny_dir):
     assert st["train/micro_batches"] == len(mbs) and st["train/skipped"] == 0.0
 
 
+def test_reference_by_disabled_adapter_equals_reference_model(tiny_dir):
+    """roles.reference.share: learner: a trained LoRA learner's log-probs with the adapter disabled are a separate
+    reference model's (within 1e-5); with the adapter on they differ."""
+    from rlcustom.actors.reference import ReferenceActor
+
+    learner = local_learner(tiny_dir, zero_stage=0, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0), lr=5e-2)
+    batch = make_batch(seed=10)
+    for _ in range(2):
+        learner.train_step(batch, "sft")  # the adapter moves away from its zero start
+    ref = ReferenceActor(str(tiny_dir)).logprobs(batch)
+    m = batch["response_mask"].bool()
+    assert (learner.reference_logprobs(batch) - ref).abs().max() <= 1e-5
+    assert (learner.forward_logprobs(batch) - ref)[m].abs().max() > 1e-3  # the adapter is back on after the block
+    from types import SimpleNamespace
+
+    from rlcustom.actors.learner import LearnerActor
+
+    with pytest.raises(ValueError, match="needs a LoRA learner"):
+        LearnerActor.reference_logprobs(SimpleNamespace(lora=None), batch)
+
+
+@pytest.mark.parametrize("lora", [None, LoraConfig(r=4, alpha=8.0, dropout=0.0)], ids=["full", "lora"])
+def test_shared_value_head_trains_saves_and_stays_out_of_synced_weights(tiny_dir, tmp_path, lora):
+    """algo.critic: shared: the learner's v_head learns from policy_value, comes back from a checkpoint, and is not
+    among the weights synced to engines or exported."""
+    from rlcustom.actors.learner import LearnerActor
+
+    def make():
+        return LearnerActor(ModelConfig(path=str(tiny_dir), lora=lora), OptimConfig(lr=1e-2, micro_batch_size=4),
+                            zero_stage=0, master_port=free_port(), seed=0, value_head=True)
+
+    learner = make()
+    batch = make_batch(seed=11)
+    T = batch["response_mask"].shape[1]
+    batch |= {"logprobs": learner.forward_logprobs(batch), "advantages": batch["advantages"][:, None].expand(-1, T),
+              "returns": torch.ones(8, T), "old_values": torch.zeros(8, T)}
+    lv = learner.logprobs_and_values(batch)
+    assert (lv[..., 0] - batch["logprobs"]).abs().max() <= 1e-6 and (lv[..., 1] == 0).all()  # a fresh head: 0
+    losses = [learner.train_step(batch, "policy_value", policy="ppo_clip", vf_coef=1.0)["value/loss"]
+              for _ in range(3)]
+    assert losses[-1] < losses[0], losses  # the values move towards the returns
+    learner.save(str(tmp_path / "ckpt"))
+    values = learner.logprobs_and_values(batch)[..., 1]
+    assert values.abs().max() > 0.01
+    other = make()
+    other.load(str(tmp_path / "ckpt"))
+    assert torch.equal(other.logprobs_and_values(batch)[..., 1], values)
+    for adapter_only in ((None, False) if lora else (None,)):
+        assert not any("v_head" in n for n, _ in learner.named_weights(adapter_only=adapter_only))
+    from safetensors import safe_open
+
+    learner.export_model(str(tmp_path / "model"))
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("v_head" in k for k in keys)
+
 
 def test_weight_meta_and_names(tiny_dir, tiny):
     learner = local_learner(tiny_dir, zero_stage=2)
