@@ -53,12 +53,13 @@ class LearnerActor(ActorBase):
                  offload_optimizer: bool = False, offload_params: bool = False, grad_accum: int = 1,
                  seed: int = 0, backend: Literal["auto", "gloo", "nccl"] = "auto",
                  num_threads: int | None = None, model_kind: Literal["causal_lm", "reward"] = "causal_lm",
-                 num_layers: int | None = None) -> None:
+                 num_layers: int | None = None, value_head: bool = False) -> None:
         super().__init__(seed=seed, rank=rank, num_threads=num_threads)
         self.model_cfg, self.optim_cfg, self.model_kind = model, optim, model_kind
         self.lora = model.lora
         self.offload_optimizer, self.offload_params = offload_optimizer, offload_params
-        module = build_learner_module(model, model_kind=model_kind, num_layers=num_layers, seed=seed, rank=rank)
+        module = build_learner_module(model, model_kind=model_kind, num_layers=num_layers, seed=seed, rank=rank,
+                                      value_head=value_head)
         self.training = TrainingEngine(module, optim, dtype=model.dtype, rank=rank, world_size=world_size,
                                        master_addr=master_addr, master_port=master_port, zero_stage=zero_stage,
                                        offload_optimizer=offload_optimizer, offload_params=offload_params,
@@ -100,6 +101,33 @@ class LearnerActor(ActorBase):
         from rlcustom.models.forward import response_logprobs
 
         return torch.cat(self.training.forward(batch, response_logprobs), 0)
+
+    def logprobs_and_values(self, batch: dict) -> torch.Tensor:
+        """[B, T, 2]: per-token log-probs and the shared value head's ``V(x, y_<t)`` from one forward (a learner
+        built with ``value_head=True``, PPO's ``algo.critic: shared``); 0 on padding."""
+        from rlcustom.models.forward import token_logprobs
+        from rlcustom.models.value_head import response_logits_and_values
+
+        def fn(model, mb):
+            logits, values = response_logits_and_values(model, mb)
+            P, T = int(mb["prompt_len"]), mb["response_mask"].shape[1]
+            lp = token_logprobs(logits, mb["input_ids"][:, P : P + T]) * mb["response_mask"]
+            return torch.stack([lp, values], -1)
+
+        return torch.cat(self.training.forward(batch, fn), 0)
+
+    def reference_logprobs(self, batch: dict) -> torch.Tensor:
+        """log pi_ref [B, T] of the response tokens: this LoRA learner's forward with the adapter disabled.
+
+        The frozen base model is the initial policy (LoRA starts with ``B = 0``), so the learner serves
+        the reference role without a model copy (``roles.reference.share``). As :meth:`forward_logprobs`
+        (a collective under ZeRO-3).
+        """
+        if self.lora is None:
+            raise ValueError("reference_logprobs needs a LoRA learner (model.lora is not set): the reference is "
+                             "the base model under the adapter; use roles.reference.share: separate")
+        with self.training.module.disable_adapter():
+            return self.forward_logprobs(batch)
 
     # ------------------------------------------------------------------ weights
 

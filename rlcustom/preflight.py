@@ -155,6 +155,15 @@ def check_roles(cfg, trainer) -> None:
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise PreflightError(f"key 'roles.{name}.colocate_with': no role '{rc.colocate_with}' "
                                  f"({hint}roles: {', '.join(used)})")
+        if rc.share != "auto" and name != "reference":
+            raise PreflightError(f"key 'roles.{name}.share': only the reference role can be shared (with the learner)")
+    if "reference" in used:
+        from rlcustom.trainers.roles import reference_on_learner
+
+        try:
+            reference_on_learner(cfg, getattr(trainer, "reference_shareable", False))
+        except ValueError as e:
+            raise PreflightError(str(e)) from None
 
 
 def _load_registries() -> None:

@@ -63,6 +63,8 @@ class OptimConfig:
     schedule: Literal["constant", "cosine", "linear"] = "constant"  # after warmup: constant, or decay over total_steps
     total_steps: int = field(default=1000, metadata=positive)  # for cosine/linear decay
     micro_batch_size: int = field(default=8, metadata=positive)  # rows per forward/backward
+    pack: bool = False  # pack rows without pad tokens into token-budget micro-batches (instead of micro_batch_size)
+    max_tokens_per_micro_batch: int = field(default=512, metadata=positive)  # token budget of a packed micro-batch
     max_consecutive_nonfinite: int = field(default=3, metadata=positive)  # bad steps skipped before the run stops
 
 
@@ -82,6 +84,9 @@ class RoleConfig:
     tensor_parallel_size: int = field(default=1, metadata=positive)  # vLLM tensor parallelism per rollout replica
     max_restarts: int = field(default=2, metadata=non_negative)  # times Ray restarts a crashed replica
     call_timeout_s: float = field(default=600.0, metadata=positive)  # longest wait for one call to this role
+    # reference only: learner = the LoRA learner with its adapter disabled (no model copy); auto: learner with
+    # model.lora set, else separate; separate = a reference model of its own
+    share: Literal["auto", "learner", "separate"] = "auto"  # reference: served by the LoRA learner, or its own model
 
 
 @dataclass(frozen=True)

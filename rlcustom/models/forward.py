@@ -3,11 +3,19 @@
 Batches follow :meth:`Rollouts.padded`: ``input_ids``/``attention_mask``
 [B, P+T] (prompt left-padded to P, response right-padded to T),
 ``response_mask`` [B, T]; response token ``t`` sits at column ``P + t`` and is
-predicted by the logits at column ``P + t - 1``.
+predicted by the logits at column ``P + t - 1``. A batch marked packed
+(:mod:`rlcustom.models.packing`) runs as one row without pad tokens; the results
+keep the padded layout. A batch that carries ``response_logits`` (from a forward already
+run, e.g. the shared critic's :func:`rlcustom.models.value_head.response_logits_and_values`)
+gives those instead of a second forward.
 """
 from __future__ import annotations
 
 import torch
+
+from rlcustom.models.packing import is_packed, packed_response_hidden, packed_response_logits
+
+LOGITS = "response_logits"  # a batch key: logits [B, T, V] of a forward already run
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -27,6 +35,10 @@ def response_logits(model, batch: dict) -> torch.Tensor:
     vocabulary projection of prompt positions is a third of the compute and most
     of the memory of a forward pass, and nothing reads it.
     """
+    if LOGITS in batch:
+        return batch[LOGITS]
+    if is_packed(batch):
+        return packed_response_logits(model, batch)
     P = int(batch["prompt_len"])
     T = batch["response_mask"].shape[1]
     L = batch["input_ids"].shape[1]
@@ -40,6 +52,8 @@ def response_hidden(model, batch: dict) -> torch.Tensor:
     tokens, so that ``model.get_output_embeddings()(response_hidden(...)) == response_logits(...)``
     for models whose logits are a plain linear head (Llama, Qwen, Mistral, SmolLM; not Gemma-2's
     soft-capped or Cohere's scaled logits: :func:`check_linear_head` tells)."""
+    if is_packed(batch):
+        return packed_response_hidden(model, batch)
     P = int(batch["prompt_len"])
     T = batch["response_mask"].shape[1]
     body = getattr(model, model.base_model_prefix)

@@ -35,6 +35,7 @@ from torch import nn
 from rlcustom.errors import ModelLoadError
 from rlcustom.models.forward import position_ids as _position_ids
 from rlcustom.models.loading import DTYPES
+from rlcustom.models.packing import is_packed, packed_response_values
 
 __all__ = ["ScalarHeadModel", "ValueModel", "RewardModel", "response_values", "last_token_index", "default_device",
            "micro_batches", "trim_batch", "truncate_layers"]
@@ -339,6 +340,8 @@ def response_values(model: ValueModel, batch: dict) -> torch.Tensor:
     T = batch["response_mask"].shape[1]
     if P < 1:
         raise ValueError("response_values needs prompt_len >= 1 (the state before the first token)")
+    if is_packed(batch):
+        return packed_response_values(model, batch) * batch["response_mask"]
     values = model(batch["input_ids"], batch["attention_mask"])
     return values[:, P - 1 : P - 1 + T] * batch["response_mask"].to(values.dtype)
 

@@ -10,4 +10,4 @@ Register one with :func:`rlcustom.registry.register_objective` and a trainer ask
 
 Importing this package registers the built-ins (every learner process does, before the first lookup).
 """
-from rlcustom.objectives import clipped, l3m, policy, qadapter  # noqa: F401  (registers the built-in objectives)
+from rlcustom.objectives import clipped, l3m, policy, qadapter, shared_critic  # noqa: F401  (registers the built-in objectives)

@@ -35,18 +35,32 @@ class RoleHost:
     def role_cfg(self, role: str) -> RoleConfig:
         return self.cfg.roles.get(role) or RoleConfig()
 
+    def shared_roles(self) -> dict[str, str]:
+        """Roles served by another role's actors (role -> that role): they get no bundles or actors of their own
+        (:meth:`share_role`)."""
+        return {}
+
     def place(self) -> None:
         from rlcustom.runtime.placement import place_roles
 
         init_ray(self.cfg.cluster)
-        roles = {r: self.role_cfg(r) for r in self.roles_used}
-        roles.update({r: rc for r, rc in self.cfg.roles.items() if r in self.roles_used})
+        used = [r for r in self.roles_used if r not in self.shared_roles()]
+        roles = {r: self.role_cfg(r) for r in used}
+        roles.update({r: rc for r, rc in self.cfg.roles.items() if r in used})
         self.placements = place_roles(roles, timeout_s=self.cfg.cluster.placement_timeout_s)
 
     def add_role(self, role: str, cls: type, args_for: Callable[[int], tuple[tuple, dict]]) -> RoleGroup:
         rc = self.role_cfg(role)
         group = make_group(role, cls, self.placements[role], args_for=args_for, max_restarts=rc.max_restarts,
                            timeout_s=rc.call_timeout_s)
+        self.groups[role] = group
+        return group
+
+    def share_role(self, role: str, host: str, aliases: dict[str, str]) -> RoleGroup:
+        """``role`` answered by ``host``'s actors: ``groups[role].scatter(m, ...)`` calls ``aliases.get(m, m)`` on
+        them (e.g. the reference's ``logprobs`` as the LoRA learner's ``reference_logprobs``)."""
+        h = self.groups[host]
+        group = RoleGroup(role, h.actors, h.placement, h.timeout_s, aliases=dict(aliases))
         self.groups[role] = group
         return group
 

@@ -79,11 +79,13 @@ class RoleGroup:
     timeout_s: float = 600.0
     factory: Callable[[int], Any] | None = None  # re-creates replica i after a fatal crash
     events: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # method -> the actors' method (a role served by another's)
 
     def __len__(self) -> int:
         return len(self.actors)
 
     def call(self, method: str, *args, **kwargs) -> list[Any]:
+        method = self.aliases.get(method, method)
         return [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
 
     def scatter(self, method: str, payload: Any, *args, **kwargs) -> list[Any]:
@@ -94,6 +96,7 @@ class RoleGroup:
             parts = [payload.select(range(s.start, s.stop)) for s in shard_rows(len(payload), len(self))]
         else:
             parts = shard_batch(payload, len(self))
+        method = self.aliases.get(method, method)
         return [getattr(a, method).remote(p, *args, **kwargs) for a, p in zip(self.actors, parts) if num_rows(p)]
 
     def gather(self, refs: list[Any], what: str | None = None) -> Any:

@@ -78,6 +78,11 @@ class Trainer(RoleHost, CheckpointMixin):
     def discard_in_flight(self, reason: str) -> None:
         """Drop work launched for later steps (the pipeline trainer's overlapped rollouts); this loop has none."""
 
+    def shared_roles(self) -> dict[str, str]:
+        from rlcustom.trainers.roles import shared_roles
+
+        return shared_roles(self)
+
     def preflight(self) -> None:
         """Model path, tokenizer, prompt data (vs the reward's columns) and the checkpoint resume would load are
         checked before Ray starts: a typo costs one line, not a cluster start-up."""

@@ -95,9 +95,11 @@ class DPOConfig:
 
 @register_trainer("dpo")
 class DPOTrainer(DatasetTrainer):
-    """DPO from a frozen reference (the same initial model, on its own actor)."""
+    """DPO from a frozen reference (the same initial model: on its own actor, or for LoRA the learner with
+    its adapter disabled, ``roles.reference.share``)."""
 
     roles_used = ("learner", "reference")
+    reference_shareable = True  # the reference is the initial policy: a LoRA learner serves it (roles.reference.share)
 
     def build(self) -> None:
         from rlcustom.data.loaders import load_preference_pairs

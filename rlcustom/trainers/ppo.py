@@ -2,7 +2,11 @@
 
 KL to the reference is a per-token reward penalty (``kl_mode: reward``,
 Ziegler et al. 2019) or a loss term (``kl_mode: loss``, as in GRPO). With
-``advantage: grpo`` or ``rloo`` there is no critic role (group baselines).
+``advantage: grpo`` or ``rloo`` there is no critic (group baselines). GAE's critic
+is a value model of its own (``critic: separate``) or a value head on the policy's
+backbone trained in the same forward/backward (``critic: shared``, the default for
+LoRA; :mod:`rlcustom.objectives.shared_critic`); a LoRA learner also serves the
+reference with its adapter disabled (``roles.reference.share``).
 """
 from __future__ import annotations
 
@@ -39,6 +43,10 @@ class PPOConfig(OffPolicyConfig):
     kl_mode: Literal["reward", "loss"] = "reward"  # KL as a per-token reward penalty or a loss term (GRPO)
     entropy_coef: float = field(default=0.0, metadata=non_negative)  # weight of the entropy bonus in the loss
     agg: Literal["token", "seq", "seq_sum"] = "token"  # loss aggregation
+    # GAE's critic: shared = a value head on the policy's backbone (one forward and one backward for policy and
+    # value, no critic model); separate = a value model of its own (the critic role); auto: shared with model.lora
+    critic: Literal["auto", "shared", "separate"] = "auto"  # GAE's critic: value head on the policy, or its own model
+    vf_coef: float = field(default=0.5, metadata=positive)  # shared critic: weight of the value loss in the joint loss
     critic_lr: float | None = None  # default: optim.lr
     critic_layers: int | None = None  # a smaller critic: the first N layers of the policy
     recompute_logprobs: bool = True  # behaviour log-probs from the learner (exact) instead of the engine
@@ -51,11 +59,23 @@ class PPOConfig(OffPolicyConfig):
 class PPOTrainer(PipelineTrainer):
     """One step: generate -> score (reward, reference, critic) -> GAE -> PPO update -> sync."""
 
+    reference_shareable = True  # the reference is the initial policy: a LoRA learner serves it (roles.reference.share)
+
+    @property
+    def uses_critic(self) -> bool:
+        a = self.cfg.algo
+        return a.advantage == "gae" and a.objective in ("ppo", "dual_clip")  # the others set their estimator
+
+    @property
+    def shared_critic(self) -> bool:
+        """GAE's values from a head on the learner (``algo.critic``: shared, or auto with LoRA)."""
+        c = self.cfg.algo.critic
+        return self.uses_critic and (c == "shared" or (c == "auto" and self.cfg.model.lora is not None))
+
     @property
     def roles_used(self):  # type: ignore[override]
-        a = self.cfg.algo
-        gae = a.advantage == "gae" and a.objective in ("ppo", "dual_clip")  # the others set their estimator
-        return ("rollout", "learner", "reference", "reward") + (("critic",) if gae else ())
+        separate = self.uses_critic and not self.shared_critic
+        return ("rollout", "learner", "reference", "reward") + (("critic",) if separate else ())
 
     @property
     def stateful_roles(self):  # type: ignore[override]
@@ -65,7 +85,7 @@ class PPOTrainer(PipelineTrainer):
         from rlcustom.algos.kl import AdaptiveKLController, FixedKLController
 
         a = self.cfg.algo
-        self.rollout, self.learner = build_rollout(self), build_learner(self)
+        self.rollout, self.learner = build_rollout(self), build_learner(self, value_head=self.shared_critic)
         self.reference, self.reward = build_reference(self), build_reward(self)
         if "critic" in self.roles_used:
             build_value(self, "critic", lr=a.critic_lr, num_layers=a.critic_layers)
@@ -79,30 +99,40 @@ class PPOTrainer(PipelineTrainer):
 
     # ------------------------------------------------------------------ stages
     def score(self, s: Step) -> None:
-        """All scorers at once, each on its own actors: reward, reference log-probs, values, behaviour log-probs."""
+        """Reward, reference log-probs, values and behaviour log-probs: at once on separate devices, one after
+        another (each with all the threads) when the scorers share one (:func:`sequential_scorers`)."""
         from rlcustom.trainers.filters import resample_step
         from rlcustom.trainers.objective_plan import shape_scores
-        from rlcustom.trainers.scoring import gather_scores, scatter_scores
+        from rlcustom.trainers.roles import sequential_scorers
+        from rlcustom.trainers.scoring import gather_scores, scatter_scores, settle
 
         a, critic, plan, g = self.cfg.algo, "critic" in self.groups, self.loss_plan, self.groups
         if plan.dynamic_sampling:  # the reward first: all-equal groups are dropped and refilled (DAPO)
             params = s.params if s.params is not None else self.sampling_params()
             s.ro, s.scores, m = resample_step(self, s.ro, params, plan, a.prompts_per_step)
             s.batch, s.stats = s.ro.padded(self.pad_id), s.stats | m
-        batch = s.batch
-        refs = {"ref": g["reference"].scatter("logprobs", batch)}
+        batch, seq = s.batch, bool(sequential_scorers(self))
+        refs = {}
         if not plan.dynamic_sampling:
-            refs["score"] = scatter_scores(self, s.ro)
+            refs["score"] = settle(g["reward"], scatter_scores(self, s.ro), seq)
+        refs["ref"] = settle(g["reference"], g["reference"].scatter("logprobs", batch), seq)
         if critic:
-            refs["values"] = g["critic"].scatter("values", batch)
-        if a.recompute_logprobs:
+            refs["values"] = settle(g["critic"], g["critic"].scatter("values", batch), seq)
+        if self.shared_critic:  # log-probs and values from one forward of the learner
+            refs["old"] = g["learner"].scatter("logprobs_and_values", batch)
+        elif a.recompute_logprobs:
             refs["old"] = g["learner"].scatter("forward_logprobs", batch)
         if not plan.dynamic_sampling:  # + reward/<part>, reward/fail/<reason>; DAPO's overlong penalty
             scores, m = gather_scores(self, refs["score"])
             s.scores, s.stats = shape_scores(plan, scores, s.ro, self.cfg.sampling.max_new_tokens), s.stats | m
         s.ref_lp = g["reference"].gather(refs["ref"], "reference")
         s.values = g["critic"].gather(refs["values"], "critic") if critic else None
-        s.old_lp = g["learner"].gather(refs["old"], "learner logprobs") if a.recompute_logprobs else batch["logprobs"]
+        if self.shared_critic:
+            lv = g["learner"].gather(refs["old"], "learner logprobs and values")
+            s.old_lp = lv[..., 0] if a.recompute_logprobs else batch["logprobs"]
+            s.values = lv[..., 1]
+        else:
+            s.old_lp = g["learner"].gather(refs["old"], "learner logprobs") if a.recompute_logprobs else batch["logprobs"]
         s.rows += ["ref_lp", "values", "old_lp"]
 
     def advantages(self, s: Step) -> None:
@@ -132,11 +162,14 @@ class PPOTrainer(PipelineTrainer):
     def update(self, s: Step) -> None:
         """``ppo_epochs`` passes of the clipped policy loss, and of the clipped value loss with a critic."""
         a, p = self.cfg.algo, self.loss_plan
+        kw = dict(p.loss_kwargs, **self.is_kwargs(), entropy_coef=a.entropy_coef,
+                  kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0, kl_estimator=a.kl_estimator, **({"weighting": p.weighting} if p.weighting else {}))
         for _ in range(a.ppo_epochs):
-            stats = self.learner_train(s.batch, p.loss, **p.loss_kwargs, **self.is_kwargs(), entropy_coef=a.entropy_coef,
-                                       kl_coef=self.kl_ctl.value if a.kl_mode == "loss" else 0.0,
-                                       kl_estimator=a.kl_estimator,
-                                       **({"weighting": p.weighting} if p.weighting else {}))
+            if self.shared_critic:  # one forward/backward: L_policy + vf_coef * L_value (policy_value)
+                stats = self.learner_train(s.batch | {"returns": s.returns, "old_values": s.values}, "policy_value",
+                                           policy=p.loss, vf_coef=a.vf_coef, value_clip_eps=a.value_clip_eps, **kw)
+                continue
+            stats = self.learner_train(s.batch, p.loss, **kw)
             if "critic" in self.groups:
                 stats |= self.learner_train(s.batch | {"returns": s.returns, "old_values": s.values}, "value_clip",
                                             learner="critic", clip_eps=a.value_clip_eps)  # rows split over ranks

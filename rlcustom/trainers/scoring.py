@@ -8,7 +8,18 @@ import torch
 if TYPE_CHECKING:
     from rlcustom.trainers.base import Trainer
 
-__all__ = ["scatter_scores", "gather_scores", "score_rollouts"]
+__all__ = ["scatter_scores", "gather_scores", "score_rollouts", "settle"]
+
+
+def settle(group, refs: list, sequential: bool) -> list:
+    """``refs`` once they have finished (or ``group``'s call timeout passed: its gather then raises) when
+    scoring is ``sequential`` (the next scorer's forward then starts on a free device), else at once
+    (scorers on separate devices overlap)."""
+    if sequential and refs:
+        import ray
+
+        ray.wait(refs, num_returns=len(refs), timeout=group.timeout_s)
+    return refs
 
 
 def scatter_scores(trainer: "Trainer", ro, role: str = "reward") -> list:

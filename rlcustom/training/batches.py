@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from rlcustom.models.packing import PACKED, row_tokens, split_by_tokens
+
 WEIGHTINGS = ("tokens", "rows", "equal")
 
 
@@ -34,6 +36,16 @@ def split_micro_batches(batch: dict, size: int, rank: int = 0) -> list[dict]:
     if B == 0:
         raise ValueError(f"rank {rank}: empty batch (every rank needs at least one row)")
     return [slice_rows(batch, i, min(B, i + size)) for i in range(0, B, size)]
+
+
+def split_packed(batch: dict, max_tokens: int, rank: int = 0) -> list[dict]:
+    """Consecutive micro-batches of at most ``max_tokens`` attended tokens (a longer row goes alone), each
+    marked for packed forwards (:mod:`rlcustom.models.packing`: no pad tokens, per-sequence positions)."""
+    B = n_rows(batch)
+    if B == 0:
+        raise ValueError(f"rank {rank}: empty batch (every rank needs at least one row)")
+    ranges = split_by_tokens(row_tokens(batch).tolist(), max_tokens)
+    return [slice_rows(batch, a, b) | {PACKED: True} for a, b in ranges]
 
 
 def count(mb: dict, weighting: str) -> float:

@@ -5,7 +5,10 @@ through it; their Ray actors in ``actors/`` only build the module and name the o
 
 Loss scaling (what ``train_step`` optimises)
 --------------------------------------------
-The rows a rank receives are cut into micro-batches of ``optim.micro_batch_size``.
+The rows a rank receives are cut into micro-batches of ``optim.micro_batch_size``
+rows, or with ``optim.pack`` into packed micro-batches of at most
+``optim.max_tokens_per_micro_batch`` tokens without padding
+(:mod:`rlcustom.models.packing`; the same per-row outputs, so the same losses).
 An objective returns the *mean* loss of the micro-batch it is given. Each
 micro-batch loss is multiplied by ``world_size * n_mb / N`` before its backward,
 where ``n_mb`` is the micro-batch's count of the weighting unit and ``N`` the
@@ -33,7 +36,7 @@ import torch
 
 from rlcustom.errors import NonFiniteError
 from rlcustom.training.accumulate import Objective, accumulate
-from rlcustom.training.batches import all_reduce, check_weighting, split_micro_batches, to_device
+from rlcustom.training.batches import all_reduce, check_weighting, split_micro_batches, split_packed, to_device
 from rlcustom.training.ds_config import ds_config, init_process_group, resolve_backend
 from rlcustom.training.optim import build_optimizer, build_scheduler
 from rlcustom.training.step import apply_or_skip, discard_grads, grad_clipping
@@ -88,7 +91,12 @@ class TrainingEngine:
         return float(self.base_optimizer.param_groups[0]["lr"])
 
     def micro_batches(self, batch: dict) -> list[dict]:
-        return split_micro_batches(batch, self.optim_cfg.micro_batch_size, self.rank)
+        """``optim.micro_batch_size`` rows each, or with ``optim.pack`` packed micro-batches of at most
+        ``optim.max_tokens_per_micro_batch`` tokens (:func:`~rlcustom.training.batches.split_packed`)."""
+        o = self.optim_cfg
+        if o.pack:
+            return split_packed(batch, o.max_tokens_per_micro_batch, self.rank)
+        return split_micro_batches(batch, o.micro_batch_size, self.rank)
 
     def all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
         return all_reduce(values, op, world_size=self.world_size, device=self.device)

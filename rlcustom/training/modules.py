@@ -11,8 +11,10 @@ if TYPE_CHECKING:  # the config dataclasses, for annotations only (training does
 
 
 def build_learner_module(model: ModelConfig, *, model_kind: Literal["causal_lm", "reward"] = "causal_lm",
-                         num_layers: int | None = None, seed: int = 0, rank: int = 0) -> torch.nn.Module:
-    """Load ``model.path``; every rank creates the same LoRA init (seeded before the adapter)."""
+                         num_layers: int | None = None, seed: int = 0, rank: int = 0,
+                         value_head: bool = False) -> torch.nn.Module:
+    """Load ``model.path``; every rank creates the same LoRA init (seeded before the adapter). ``value_head``
+    attaches a shared critic's zero-initialised head (:mod:`rlcustom.models.value_head`)."""
     from rlcustom.models.loading import load_causal_lm
 
     lora = model.lora
@@ -37,6 +39,12 @@ def build_learner_module(model: ModelConfig, *, model_kind: Literal["causal_lm",
     else:
         for p in module.parameters():
             p.requires_grad_(True)
+    if value_head:
+        if model_kind != "causal_lm":
+            raise ValueError("a shared value head needs a causal LM learner")
+        from rlcustom.models.value_head import add_value_head
+
+        add_value_head(module)
     if not any(p.requires_grad for p in module.parameters()):
         raise ValueError(f"{model.path}: no trainable parameters")
     return module

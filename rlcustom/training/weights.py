@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from rlcustom.training.engine import TrainingEngine
 
 ADAPTER = "default"  # peft's adapter name
+VALUE_HEAD = "v_head"  # a shared critic's head on the transformers model (rlcustom.models.value_head): not synced
 
 
 def shape(t: torch.Tensor) -> tuple[int, ...]:
@@ -47,6 +48,10 @@ def hf_model(te: "TrainingEngine", lora: bool) -> torch.nn.Module:
     return m.base_model.model if lora else m
 
 
+def _is_head(name: str) -> bool:
+    return f"{VALUE_HEAD}." in name
+
+
 def _lora_params(te: "TrainingEngine") -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in te.module.named_parameters() if ".lora_" in n]
 
@@ -62,7 +67,7 @@ def weight_entries(te: "TrainingEngine", lora: bool) -> list[tuple[str, str, tor
         layers = {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
     entries = []
     for key, t in sd.items():
-        if ".lora_" in key:
+        if ".lora_" in key or key.startswith(VALUE_HEAD + "."):
             continue
         if ".base_layer." in key:
             mod, leaf = key.split(".base_layer.", 1)
@@ -130,9 +135,15 @@ def weight_meta(te: "TrainingEngine", lora: bool,
 
 
 def trainable_state(te: "TrainingEngine", lora: bool) -> dict[str, torch.Tensor]:
-    """What a checkpoint stores: the adapter (peft names) for LoRA, else every trainable tensor."""
+    """What a checkpoint stores: the adapter (peft names) for LoRA, else every trainable tensor; a shared
+    critic's ``v_head`` under its module names either way."""
     if lora:
-        return {n: t.detach().cpu().contiguous() for n, t in named_weights(te, lora, adapter_only=True)}
+        out = {n: t.detach().cpu().contiguous() for n, t in named_weights(te, lora, adapter_only=True)}
+        for n, p in te.trainable:
+            if _is_head(n):
+                with gathered(te.zero_stage, [p]):
+                    out[n] = p.detach().cpu().clone().contiguous()
+        return out
     out = {}
     for n, p in te.trainable:
         with gathered(te.zero_stage, [p]):
@@ -145,6 +156,14 @@ def load_trainable_state(te: "TrainingEngine", lora: bool, sd: dict[str, torch.T
     if lora:
         from peft import set_peft_model_state_dict
 
+        heads = {n: p for n, p in te.trainable if _is_head(n)}
+        if set(heads) != {n for n in sd if _is_head(n)}:
+            raise KeyError(f"checkpoint value head {sorted(n for n in sd if _is_head(n))} does not match the "
+                           f"learner's {sorted(heads)} (algo.critic changed?)")
+        for n, p in heads.items():
+            with gathered(te.zero_stage, [p], modifier_rank=0), torch.no_grad():
+                p.data.copy_(sd[n].to(p.device, p.dtype))
+        sd = {n: t for n, t in sd.items() if not _is_head(n)}
         params = [p for _, p in _lora_params(te)]
         with gathered(te.zero_stage, params, modifier_rank=0), torch.no_grad():
             res = set_peft_model_state_dict(te.module, sd, adapter_name=ADAPTER)

@@ -61,14 +61,14 @@ def rows(batch: dict, start: int, stop: int) -> dict:
     return {k: (v[start:stop] if torch.is_tensor(v) and v.dim() and v.shape[0] == B else v) for k, v in batch.items()}
 
 
-def reference_grads(model_dir, batch: dict, objective: str) -> dict[str, torch.Tensor]:
+def reference_grads(model_dir, batch: dict, objective: str, **kwargs) -> dict[str, torch.Tensor]:
     """Plain torch: one forward/backward of the full batch, no DeepSpeed."""
     import rlcustom.objectives  # noqa: F401 - registers the objectives
     from rlcustom.models.loading import load_causal_lm
     from rlcustom.registry import OBJECTIVES
 
     model = load_causal_lm(str(model_dir))
-    loss, _ = OBJECTIVES.get(objective)(model, batch)
+    loss, _ = OBJECTIVES.get(objective)(model, batch, **kwargs)
     loss.backward()
     return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
@@ -171,6 +171,84 @@ def test_save_load_then_step_is_deterministic(tiny_dir, tmp_path, lora):
     wb = snapshot(b, adapter_only=False)
     assert s_a["train/lr"] == s_b["train/lr"] and s_a["train/loss"] == s_b["train/loss"]
     assert all(torch.equal(wa[n], wb[n]) for n in wa), "save -> load -> step differs from continuing"
+
+
+def test_packed_micro_batches_same_grads_and_logprobs(tiny_dir):
+    """optim.pack: token-budget micro-batches without padding give the full padded batch's gradient (token-mean
+    and sequence-mean weighting) and its log-probs."""
+    learner = local_learner(tiny_dir, zero_stage=0, pack=True, max_tokens_per_micro_batch=30)
+    batch = make_batch(seed=9)
+    mbs = learner.training.micro_batches(batch)
+    assert len(mbs) > 2 and all(int(mb["attention_mask"].sum()) <= 30 for mb in mbs)
+    assert_grads_close(learner.compute_grads(batch, "reinforce"), reference_grads(tiny_dir, batch, "reinforce"))
+    seq = batch | {"logprobs": -torch.rand(batch["response_mask"].shape) * batch["response_mask"]}
+    assert_grads_close(learner.compute_grads(seq, "policy_clip", weighting="rows", agg="seq"),
+                       reference_grads(tiny_dir, seq, "policy_clip", agg="seq"))
+    from rlcustom.models.forward import response_logprobs
+    from rlcustom.models.loading import load_causal_lm
+
+    with torch.no_grad():
+        padded = response_logprobs(load_causal_lm(str(tiny_dir)), batch)  # the plain padded forward
+    assert (learner.forward_logprobs(batch) - padded).abs().max() <= 1e-5
+    st = learner.train_step(batch, "reinforce")
+    assert st["train/micro_batches"] == len(mbs) and st["train/skipped"] == 0.0
+
+
+def test_reference_by_disabled_adapter_equals_reference_model(tiny_dir):
+    """roles.reference.share: learner: a trained LoRA learner's log-probs with the adapter disabled are a separate
+    reference model's (within 1e-5); with the adapter on they differ."""
+    from rlcustom.actors.reference import ReferenceActor
+
+    learner = local_learner(tiny_dir, zero_stage=0, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0), lr=5e-2)
+    batch = make_batch(seed=10)
+    for _ in range(2):
+        learner.train_step(batch, "sft")  # the adapter moves away from its zero start
+    ref = ReferenceActor(str(tiny_dir)).logprobs(batch)
+    m = batch["response_mask"].bool()
+    assert (learner.reference_logprobs(batch) - ref).abs().max() <= 1e-5
+    assert (learner.forward_logprobs(batch) - ref)[m].abs().max() > 1e-3  # the adapter is back on after the block
+    from types import SimpleNamespace
+
+    from rlcustom.actors.learner import LearnerActor
+
+    with pytest.raises(ValueError, match="needs a LoRA learner"):
+        LearnerActor.reference_logprobs(SimpleNamespace(lora=None), batch)
+
+
+@pytest.mark.parametrize("lora", [None, LoraConfig(r=4, alpha=8.0, dropout=0.0)], ids=["full", "lora"])
+def test_shared_value_head_trains_saves_and_stays_out_of_synced_weights(tiny_dir, tmp_path, lora):
+    """algo.critic: shared: the learner's v_head learns from policy_value, comes back from a checkpoint, and is not
+    among the weights synced to engines or exported."""
+    from rlcustom.actors.learner import LearnerActor
+
+    def make():
+        return LearnerActor(ModelConfig(path=str(tiny_dir), lora=lora), OptimConfig(lr=1e-2, micro_batch_size=4),
+                            zero_stage=0, master_port=free_port(), seed=0, value_head=True)
+
+    learner = make()
+    batch = make_batch(seed=11)
+    T = batch["response_mask"].shape[1]
+    batch |= {"logprobs": learner.forward_logprobs(batch), "advantages": batch["advantages"][:, None].expand(-1, T),
+              "returns": torch.ones(8, T), "old_values": torch.zeros(8, T)}
+    lv = learner.logprobs_and_values(batch)
+    assert (lv[..., 0] - batch["logprobs"]).abs().max() <= 1e-6 and (lv[..., 1] == 0).all()  # a fresh head: 0
+    losses = [learner.train_step(batch, "policy_value", policy="ppo_clip", vf_coef=1.0)["value/loss"]
+              for _ in range(3)]
+    assert losses[-1] < losses[0], losses  # the values move towards the returns
+    learner.save(str(tmp_path / "ckpt"))
+    values = learner.logprobs_and_values(batch)[..., 1]
+    assert values.abs().max() > 0.01
+    other = make()
+    other.load(str(tmp_path / "ckpt"))
+    assert torch.equal(other.logprobs_and_values(batch)[..., 1], values)
+    for adapter_only in ((None, False) if lora else (None,)):
+        assert not any("v_head" in n for n, _ in learner.named_weights(adapter_only=adapter_only))
+    from safetensors import safe_open
+
+    learner.export_model(str(tmp_path / "model"))
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("v_head" in k for k in keys)
 
 
 def test_weight_meta_and_names(tiny_dir, tiny):

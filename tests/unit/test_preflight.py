@@ -54,6 +54,8 @@ def cases(w):
         "unknown-trainer": (["train", DEMO, "trainer=ppp"], "unknown trainer 'ppp' (did you mean 'ppo'?)"),
         "misspelt-role": (train + ["roles.rollot.gpus=1"], "no role 'rollot' (did you mean 'roles.rollout'?"),
         "colocate-typo": (train + ["roles.rollout.colocate_with=lerner"], "no role 'lerner' (did you mean 'learner'?"),
+        "share-not-reference": (train + ["roles.rollout.share=learner"],
+                                "key 'roles.rollout.share': only the reference role can be shared"),
         "out-is-prompts": (gen + ["--out", str(p)], "is the prompts file (data.prompts) this command reads"),
         "out-is-config": (gen[:1] + [str(t / "c.yaml"), f"model.path={m}", f"output_dir={o}", "--prompts", str(p),
                                      "--out", str(t / "c.yaml")], "is the config file this command reads"),
