@@ -84,30 +84,12 @@ class Trainer(RoleHost, CheckpointMixin):
         return shared_roles(self)
 
     def preflight(self) -> None:
-        """Model path, tokenizer, prompt data (vs the reward's columns) and the checkpoint resume would load are
-        checked before Ray starts: a typo costs one line, not a cluster start-up."""
-        from rlcustom.data.sampler import PromptSampler
-        from rlcustom.rewards.columns import check_sampler_columns
-        from rlcustom.trainers.checkpoint_identity import check_resume
+        """Data, reward columns, environment and resume checks before Ray starts (:func:`run_checks.check_run`)."""
+        from rlcustom.trainers.run_checks import check_run
 
-        if "rollout" in self.roles_used:
-            self.sampler = PromptSampler.from_config(self.cfg)  # it keeps the prompt set for the run
-            if "reward" in self.roles_used:
-                check_sampler_columns(self.cfg, self.sampler)
-        if getattr(self.cfg, "rollout", None) is not None and self.cfg.rollout.env:
-            from rlcustom.trainers.episodes import check_rollout_env
-
-            check_rollout_env(self)
-        check_resume(self.cfg, tuple(self.stateful_roles), tuple(self.roles_used))  # files, identity
+        check_run(self)
 
     # ------------------------------------------------------------------ the loop
-    @property
-    def skip_counts(self) -> dict[str, int]:
-        return self.faults.skip_counts
-
-    def _check_finite(self, stats: dict[str, float]) -> str | None:
-        return self.faults.check_finite(stats)
-
     def event(self, msg: str) -> None:
         self.events.append(msg)
         print(f"[rlcustom] {msg}", flush=True)
