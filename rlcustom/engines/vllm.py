@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -111,24 +111,12 @@ class WorkerExtension:
                 module.quant_method.process_weights_after_loading(module)
 
 
-@contextlib.contextmanager
-def _spawn_threads(on_cpu: bool) -> Iterator[None]:
+def _spawn_threads(on_cpu: bool) -> contextlib.AbstractContextManager:
     """``OMP_NUM_THREADS=1``/``MKL_NUM_THREADS=1`` for the processes vLLM spawns on CPU (see the module docstring);
-    this process's environment is restored on exit."""
-    if not on_cpu:
-        yield
-        return
-    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    this process's environment is restored on exit (``patch.dict``, the standard library's environment guard)."""
+    from unittest.mock import patch
+
+    return patch.dict(os.environ, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}) if on_cpu else contextlib.nullcontext()
 
 
 class VLLMEngine:
