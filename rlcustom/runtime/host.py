@@ -60,7 +60,8 @@ class RoleHost:
         """``role`` answered by ``host``'s actors: ``groups[role].scatter(m, ...)`` calls ``aliases.get(m, m)`` on
         them (e.g. the reference's ``logprobs`` as the LoRA learner's ``reference_logprobs``)."""
         h = self.groups[host]
-        group = RoleGroup(role, h.actors, h.placement, h.timeout_s, aliases=dict(aliases))
+        # the host group's own class: a subclass (e.g. in-process groups without Ray) keeps its dispatch
+        group = type(h)(role, h.actors, h.placement, h.timeout_s, aliases=dict(aliases))
         self.groups[role] = group
         return group
 

@@ -138,15 +138,17 @@ class RolloutOverlap:
     def collect(self, e: InFlight) -> None:
         """Wait for ``e``'s rollouts (``e.result``); a crashed replica marks it ``failed`` (it is generated again)
         after Ray has restarted the replica, whose weights then need a sync (the collective group is rebuilt)."""
-        from ray.exceptions import ActorUnavailableError, RayActorError
-
         from rlcustom.data.fields import attach_fields
         from rlcustom.engines.base import Rollouts
 
         rg = self.groups["rollout"]
         try:
             e.result = attach_fields(Rollouts.concat(rg.get(e.refs, "generate")), e.prompts)
-        except (RayActorError, ActorUnavailableError) as err:
+        except Exception as err:  # Ray's exception types are imported only here: roles built without Ray never fail so
+            from ray.exceptions import ActorUnavailableError, RayActorError
+
+            if not isinstance(err, (RayActorError, ActorUnavailableError)):
+                raise
             e.failed = True
             self.event(f"step {self.step_idx + 1}: rollout actor died during the overlap ({type(err).__name__}); "
                        f"its batch is generated again after a weight re-sync")

@@ -214,7 +214,8 @@ def test_learner_skips_a_nan_gradient_with_a_finite_loss(tiny_dir):
     assert st["train/skipped"] == 1.0 and not math.isfinite(st["train/grad_norm"])
     assert all(torch.equal(t, w0[n]) for n, t in learner.named_weights())
     t = scripted(Path("/nonexistent"), {})
-    assert t._check_finite(dict(st)) is None and t.skip_counts["grad"] == 1 and t.skip_counts["loss"] == 0
+    assert t.faults.check_finite(dict(st)) is None and t.faults.skip_counts["grad"] == 1
+    assert t.faults.skip_counts["loss"] == 0
 
 
 # --------------------------------------------------------------------------- real actors die mid-step
