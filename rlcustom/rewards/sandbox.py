@@ -19,6 +19,7 @@ determined attacker (use a container or gVisor for that).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import resource
@@ -180,7 +181,6 @@ def run_sandboxed(code: str, *, timeout_s: float = 5.0, memory_mb: int = 512, ma
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    """SIGKILL the sandbox's process group; a group that already exited (or was reaped) is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -237,7 +237,7 @@ class L3MTrainer(PipelineTrainer, DatasetTrainer):
         return mu_schedule(self.step_idx, self.cfg.steps, a.mu_start, a.mu_end)
 
     def init_multipliers(self) -> None:
-        pass
+        """L3M has no Lagrange multipliers (the log-barrier replaces them); the min-max baseline sets lambda."""
 
     def constraint_weights(self, c_batch: torch.Tensor, ema: torch.Tensor) -> torch.Tensor:
         """Eq. 11: w_i = mu / (k max(-C_i, mu^2)) at the EMA of C_i."""

@@ -69,14 +69,11 @@ def rng_state() -> dict:
                              "python": (int(version), tuple(int(x) for x in internal), gauss)}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy as np
+    import numpy as np  # a dependency of torch, transformers and DeepSpeed: always present
 
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        state["numpy"] = {"kind": str(kind), "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
-                          "has_gauss": int(has_gauss), "gauss": float(gauss)}
-    except ImportError:  # pragma: no cover - numpy ships with torch's deps
-        pass
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state["numpy"] = {"kind": str(kind), "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)}
     return state
 
 
