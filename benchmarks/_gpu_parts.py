@@ -177,46 +177,24 @@ def part_sync(ctx: Ctx) -> list[Row]:
 # ----------------------------------------------------------------------------- (e)/(f) trainer steps in one process
 
 
-def _plain_rollouts(self, prompts, params, rollout: str = "rollout", attempts: int = 3):
-    """Prompts split over the rollout replicas, replica i seeded ``seed + 7919 i``, as the trainer does, without
-    the retry on a dead Ray actor (catching that imports Ray; in one process no actor dies alone)."""
-    from rlcustom.engines.base import Rollouts
-    from rlcustom.runtime.runtime import shard_rows
-
-    rg = self.groups[rollout]
-    parts = shard_rows(len(prompts), len(rg))
-    refs = [a.generate.remote(prompts[s], params.with_(seed=(params.seed or 0) + 7919 * i))
-            for i, (a, s) in enumerate(zip(rg.actors, parts)) if s.stop > s.start]
-    return Rollouts.concat(rg.get(refs, "generate"))
-
-
-def _no_ray_rollouts(cls):
-    """``cls`` whose rollout call needs no Ray: ``rollouts(...)`` where the trainer has it (a pipeline trainer's
-    ``generate`` is a stage), else ``generate(prompts, params)``."""
-    attr = "rollouts" if hasattr(cls, "rollouts") else "generate"
-    return type(cls.__name__, (cls,), {attr: _plain_rollouts})
-
-
 def trainer_config(ctx: Ctx, extra: list[str] = ()):
     """configs/demo.yaml's PPO run (LoRA r=8, 4 prompts x 4 answers, <= 32 tokens, 2 epochs, RLOO) on this
     model, device dtype and a ZeRO-2 learner."""
     from benchmarks._trainer_steps import demo_config
 
-    return demo_config([f"model.path={ctx.model_dir}", f"model.dtype={ctx.dtype}", "engine=hf",
+    return demo_config([f"model.path={ctx.model_dir}", f"model.dtype={ctx.dtype}", "engine=hf", "cluster.backend=inprocess",
                         f"output_dir={ctx.work / 'run'}", "roles.learner.zero_stage=2", *extra])
 
 
 def run_trainer_steps(ctx: Ctx, label: str, extra: list[str]) -> Row:
     from benchmarks._trainer_steps import run_step, start
-    from benchmarks.runtime_overhead import local_trainer
     from rlcustom.trainers.ppo import PPOTrainer
 
     t0 = time.perf_counter()
-    cfg = trainer_config(ctx, extra)
-    trainer = local_trainer(_no_ray_rollouts(PPOTrainer), cfg)
+    trainer = PPOTrainer(trainer_config(ctx, extra))  # cluster.backend inprocess: the roles live here, no Ray
     try:
         start(trainer)
-        engine = trainer.groups["rollout"].actors[0]._obj.engine  # a LocalActor holds the plain object
+        engine = trainer.groups["rollout"].actors[0]._obj.engine  # an InProcessActor holds the plain object
         dev = f"{engine.device.type} {str(next(engine.model.parameters()).dtype).replace('torch.', '')}"
         walls, stats = [], []
         for _ in range(ctx.trainer_steps):

@@ -20,73 +20,18 @@ one-process step - 1 (target: under 10%).
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import os
 import statistics
-from types import SimpleNamespace
 
 from benchmarks import _trainer_steps as ts
 from benchmarks.common import interleaved, report, summarize
 
 
-# ---------------------------------------------------------------- in-process stand-ins for Ray's handles
-class _Ref:
-    """A finished call's value where Ray would hand back an ObjectRef."""
-
-    def __init__(self, value) -> None:
-        self.value = value
-
-
-class _Method:
-    def __init__(self, fn) -> None:
-        self.fn = fn
-
-    def remote(self, *args, **kwargs) -> _Ref:
-        args = tuple(x.value if isinstance(x, _Ref) else x for x in args)  # Ray resolves refs passed as arguments
-        kwargs = {k: (v.value if isinstance(v, _Ref) else v) for k, v in kwargs.items()}
-        return _Ref(self.fn(*args, **kwargs))
-
-
-class LocalActor:
-    """``handle.method.remote(...)`` runs ``obj.method(...)`` now, in this process."""
-
-    def __init__(self, obj) -> None:
-        self._obj = obj
-
-    def __getattr__(self, name: str) -> _Method:
-        return _Method(getattr(self._obj, name))
-
-
 def local_trainer(cls, cfg):
-    """A subclass of trainer ``cls`` whose roles are plain objects in this process (no Ray)."""
-    from rlcustom.runtime.runtime import RoleGroup
-
-    class LocalGroup(RoleGroup):
-        def get(self, refs, what=None):
-            return [r.value for r in refs] if isinstance(refs, list) else refs.value
-
-        def wait_ready(self, timeout: float) -> list[dict]:
-            return [a.ready.remote().value for a in self.actors]
-
-    class Local(cls):
-        def place(self) -> None:  # no placement groups: every role lives here
-            self.placements = collections.defaultdict(lambda: SimpleNamespace(node_ids=[None]))
-
-        def add_role(self, role, actor_cls, args_for):
-            rc = self.role_cfg(role)
-            actors = []
-            for i in range(rc.replicas):
-                a, kw = args_for(i)
-                actors.append(LocalActor(actor_cls(*a, **kw)))
-            self.groups[role] = LocalGroup(role, actors)
-            return self.groups[role]
-
-        def shutdown(self) -> None:
-            self.groups, self.placements = {}, {}
-
-    Local.__name__ = f"Local{cls.__name__}"
-    return Local(dataclasses.replace(cfg, sync="object_store"))  # in one process: a hand-over, no transport
+    """Trainer ``cls`` with ``cluster.backend: inprocess``: the same actor classes as plain objects in this
+    process (:mod:`rlcustom.runtime.inprocess`)."""
+    return cls(dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, backend="inprocess")))
 
 
 def pg_config(overrides: list[str]):

@@ -26,7 +26,9 @@ class RoleHost:
         self.pad_id = 0
         self.after_ready: dict[str, tuple[RoleGroup, Any]] = {}  # attribute -> (group, ObjectRef) set when ready
         self._trained_this_step = False  # set by learner_train: a retried step would update twice
-        self.weight_sync = WeightSync(self.cfg.sync, adapter_only=self.cfg.model.lora is not None,
+        # in one process the weights are handed over (get_weights -> load_weights), not sent
+        sync = "object_store" if self.in_process else self.cfg.sync
+        self.weight_sync = WeightSync(sync, adapter_only=self.cfg.model.lora is not None,
                                       zero3=self.role_cfg("learner").zero_stage == 3)
 
     def event(self, msg: str) -> None:
@@ -40,17 +42,33 @@ class RoleHost:
         (:meth:`share_role`)."""
         return {}
 
-    def place(self) -> None:
-        from rlcustom.runtime.placement import place_roles
+    @property
+    def in_process(self) -> bool:
+        """``cluster.backend: inprocess``: roles are objects in this process (:mod:`rlcustom.runtime.inprocess`)."""
+        return self.cfg.cluster.backend == "inprocess"
 
-        init_ray(self.cfg.cluster)
+    def place(self) -> None:
         used = [r for r in self.roles_used if r not in self.shared_roles()]
         roles = {r: self.role_cfg(r) for r in used}
         roles.update({r: rc for r, rc in self.cfg.roles.items() if r in used})
+        if self.in_process:
+            from rlcustom.runtime import inprocess
+
+            inprocess.check_replicas(roles)
+            self.placements = inprocess.placements(used)
+            return
+        from rlcustom.runtime.placement import place_roles
+
+        init_ray(self.cfg.cluster)
         self.placements = place_roles(roles, timeout_s=self.cfg.cluster.placement_timeout_s)
 
     def add_role(self, role: str, cls: type, args_for: Callable[[int], tuple[tuple, dict]]) -> RoleGroup:
         rc = self.role_cfg(role)
+        if self.in_process:
+            from rlcustom.runtime import inprocess
+
+            self.groups[role] = inprocess.make_group(role, cls, rc.replicas, args_for)
+            return self.groups[role]
         group = make_group(role, cls, self.placements[role], args_for=args_for, max_restarts=rc.max_restarts,
                            timeout_s=rc.call_timeout_s)
         self.groups[role] = group
@@ -131,6 +149,9 @@ class RoleHost:
         return {k: sum(s.get(k, 0.0) for s in stats) / len(stats) for k in keys}
 
     def shutdown(self) -> None:
+        if self.in_process:  # the roles' objects go with their references
+            self.groups, self.placements = {}, {}
+            return
         import ray
 
         from rlcustom.runtime.placement import release

@@ -124,6 +124,12 @@ class RoleGroup:
 
     run = broadcast
 
+    def wait_all(self, refs: list[Any]) -> None:
+        """Until every call in ``refs`` has finished (or the call timeout passed; ``get`` then says which)."""
+        import ray
+
+        ray.wait(refs, num_returns=len(refs), timeout=self.timeout_s)
+
     def wait_ready(self, timeout: float) -> list[dict]:
         """Every replica answers ``ready()``; a restarting one is polled until it is back or time is up."""
         from ray.exceptions import ActorUnavailableError

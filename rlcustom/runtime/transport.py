@@ -7,6 +7,7 @@ adapter only. The group is built lazily on the first sync and rebuilt after a re
 """
 from __future__ import annotations
 
+import sys
 import time
 
 from rlcustom.runtime.runtime import RoleGroup, free_port
@@ -63,17 +64,23 @@ def generate_with_retry(rg: RoleGroup, prompts: list, params, *, on_death, attem
     costs a retry of this call only: ``on_death(err, attempt)`` waits for Ray's restart and re-syncs weights.
     ``episodes`` (a :class:`~rlcustom.config.rollout.RolloutConfig` with ``env`` set): multi-turn episodes
     (``RolloutActor.episodes``), each replica given its prompts' fields (``prompts.fields``)."""
-    from ray.exceptions import ActorUnavailableError, RayActorError
-
     from rlcustom.engines.base import Rollouts
     from rlcustom.errors import RLCustomError
 
     for attempt in range(attempts):
         try:
             return Rollouts.concat(rg.get(launch_generate(rg, prompts, params, episodes), "generate"))
-        except (RayActorError, ActorUnavailableError) as e:
+        except Exception as e:
+            if not actor_died(e):
+                raise
             on_death(e, attempt)
     raise RLCustomError(f"rollout failed {attempts} times in step {step}")
+
+
+def actor_died(e: BaseException) -> bool:
+    """A Ray actor crashed or is restarting (never true without Ray: in-process roles raise their own errors)."""
+    exc = sys.modules.get("ray.exceptions")
+    return exc is not None and isinstance(e, (exc.RayActorError, exc.ActorUnavailableError))
 
 
 def launch_generate(rg: RoleGroup, prompts: list, params, episodes=None) -> list:

@@ -101,8 +101,7 @@ class Trainer(RoleHost, CheckpointMixin):
         self.event(f"received {signal.Signals(signum).name}: finishing step {self.step_idx + 1}, then checkpoint")
 
     def fit(self) -> dict[str, Any]:
-        from ray.exceptions import ActorUnavailableError, RayActorError
-
+        from rlcustom.runtime.transport import actor_died
         from rlcustom.tracking import Tracker, progress
 
         tracker = bar = None
@@ -132,7 +131,9 @@ class Trainer(RoleHost, CheckpointMixin):
                 except NonFiniteRewardError as e:  # no update was made with the bad rewards
                     self.timer.summary()  # this step's phase times are not a real step's
                     stats = self.faults.reward_skip(unwrap_ray_error(e))
-                except (RayActorError, ActorUnavailableError) as e:  # an actor died: retry or recover
+                except Exception as e:  # an actor died: retry or recover (Ray only; anything else propagates)
+                    if not actor_died(e):
+                        raise
                     self.discard_in_flight(f"an actor died in step {self.step_idx + 1}")
                     if mark is not None:
                         self.sampler.load_state_dict(mark)  # a step run again draws the same prompts

@@ -144,10 +144,10 @@ class RolloutOverlap:
         rg = self.groups["rollout"]
         try:
             e.result = attach_fields(Rollouts.concat(rg.get(e.refs, "generate")), e.prompts)
-        except Exception as err:  # Ray's exception types are imported only here: roles built without Ray never fail so
-            from ray.exceptions import ActorUnavailableError, RayActorError
+        except Exception as err:
+            from rlcustom.runtime.transport import actor_died
 
-            if not isinstance(err, (RayActorError, ActorUnavailableError)):
+            if not actor_died(err):
                 raise
             e.failed = True
             self.event(f"step {self.step_idx + 1}: rollout actor died during the overlap ({type(err).__name__}); "

@@ -29,9 +29,11 @@ def sequential_scorers(trainer: "Trainer") -> tuple[str, ...]:
     return tuple(roles) if len(hosts) == 1 and all(rc.gpus > 0 for rc in rcs.values()) else ()
 
 
-def _threads(trainer: "Trainer", role: str) -> int:
+def _threads(trainer: "Trainer", role: str) -> int | None:
     """``num_threads``, else the role's CPUs; a scorer that shares its device with others (run one after another)
-    gets all their CPUs."""
+    gets all their CPUs. In-process roles (``cluster.backend: inprocess``) keep this process's threads (None)."""
+    if getattr(trainer, "in_process", False):
+        return None
     rc = trainer.role_cfg(role)
     if rc.num_threads:
         return rc.num_threads

@@ -16,9 +16,7 @@ def settle(group, refs: list, sequential: bool) -> list:
     scoring is ``sequential`` (the next scorer's forward then starts on a free device), else at once
     (scorers on separate devices overlap)."""
     if sequential and refs:
-        import ray
-
-        ray.wait(refs, num_returns=len(refs), timeout=group.timeout_s)
+        group.wait_all(refs)
     return refs
 
 
