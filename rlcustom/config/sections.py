@@ -113,9 +113,7 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    # ray: every role a Ray actor in placement bundles | inprocess: every role an object in this process (no Ray:
-    # for a debugger, profiling and fast tests; one learner/critic rank, roles run one after another)
-    backend: Literal["ray", "inprocess"] = "ray"
+    backend: Literal["ray", "inprocess"] = "ray"  # ray: roles are Ray actors | inprocess: objects in this process (debugging)
     address: str | None = None  # None: start a local Ray; "auto" or "ray://host:10001" to join
     num_cpus: int | None = None  # for a local Ray only
     placement_timeout_s: float = field(default=30.0, metadata=positive)  # longest wait for the roles' resources

@@ -7,7 +7,8 @@ from rlcustom.config import load_config
 from rlcustom.trainers import run_trainer
 
 
-pytestmark = pytest.mark.usefixtures("local_ray")  # conftest: real Ray for this module
+# cluster.backend=inprocess: the roles are objects in this process (the same numbers as Ray,
+# tests/integration/test_inprocess.py); the Ray runtime itself is tested in test_runtime_pg etc.
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_ppo_rule_reward_rises(stopping_tiny_dir, prompts_file, tmp_path):
         "algo.prompts_per_step=4", "algo.kl_coef=0.0", "algo.ppo_epochs=2", "optim.lr=1e-2",
         "optim.micro_batch_size=16", "reward.spec=length_tokens", "reward.kwargs.scale=-1",
         "roles.learner.zero_stage=0", "roles.learner.cpus=0.4", "roles.rollout.cpus=0.4", "roles.reward.cpus=0.4",
-        "roles.reference.cpus=0.4", "roles.critic.cpus=0.4", "tracking.mode=offline"])
+        "roles.reference.cpus=0.4", "roles.critic.cpus=0.4", "tracking.mode=offline", "cluster.backend=inprocess"])
     hist = run_trainer(cfg)["history"]
     r = [h["reward/mean"] for h in hist]
     assert mean(r[-3:]) > mean(r[:3]) + 2.0, r  # at least 2 tokens shorter
@@ -44,7 +45,7 @@ def test_dpo_raises_train_preference_accuracy(tiny_dir, tmp_path):
         "trainer=dpo", f"model.path={tiny_dir}", f"output_dir={tmp_path}", "data.prompts=hh-rlhf",
         "data.split=train", "data.limit=64", "data.max_prompt_tokens=64", "algo.max_completion_tokens=32",
         "algo.pairs_per_step=16", "algo.beta=0.1", "steps=12", "optim.lr=5e-3", "optim.micro_batch_size=8",
-        "roles.learner.zero_stage=0", "roles.learner.cpus=1", "roles.reference.cpus=1", "tracking.mode=offline"])
+        "roles.learner.zero_stage=0", "roles.learner.cpus=1", "roles.reference.cpus=1", "tracking.mode=offline", "cluster.backend=inprocess"])
     hist = run_trainer(cfg)["history"]
     acc = [h["train/reward_accuracy"] for h in hist]
     loss = [h["train/dpo_loss"] for h in hist]
@@ -57,7 +58,7 @@ def test_reward_trainer_beats_chance(tiny_dir, tmp_path):
         "trainer=reward", f"model.path={tiny_dir}", f"output_dir={tmp_path}", "data.prompts=hh-rlhf",
         "data.split=train", "data.limit=64", "data.max_prompt_tokens=64", "algo.max_completion_tokens=32",
         "algo.pairs_per_step=16", "steps=12", "optim.lr=5e-3", "optim.micro_batch_size=8",
-        "roles.learner.zero_stage=0", "roles.learner.cpus=1", "tracking.mode=offline"])
+        "roles.learner.zero_stage=0", "roles.learner.cpus=1", "tracking.mode=offline", "cluster.backend=inprocess"])
     res = run_trainer(cfg)
     acc = [h["train/pair_accuracy"] for h in res["history"]]
     assert mean(acc[-4:]) > 0.5, acc
@@ -72,7 +73,7 @@ def test_reward_trainer_backbone_layers(tiny_dir, tmp_path):
         "trainer=reward", f"model.path={tiny_dir}", f"output_dir={tmp_path}", "data.prompts=hh-rlhf",
         "data.limit=8", "data.max_prompt_tokens=32", "algo.max_completion_tokens=16", "algo.pairs_per_step=4",
         "steps=1", "algo.backbone_layers=1", "roles.learner.zero_stage=0", "roles.learner.cpus=1",
-        "tracking.mode=offline"])
+        "tracking.mode=offline", "cluster.backend=inprocess"])
     run_trainer(cfg)
     rm = RewardModel.load(tmp_path / "model")
     assert rm.backbone.config.num_hidden_layers == 1
@@ -89,7 +90,7 @@ def test_kl_penalty_reaches_group_advantages(stopping_tiny_dir, prompts_file, tm
             "algo.prompts_per_step=2", "algo.advantage=rloo", "algo.kl_mode=reward", f"algo.kl_coef={kl_coef}",
             "algo.recompute_logprobs=true", "optim.lr=1e-2", "optim.micro_batch_size=8",
             "reward.spec=length_tokens", "roles.learner.zero_stage=0", "roles.learner.cpus=0.5",
-            "roles.rollout.cpus=0.5", "roles.reward.cpus=0.5", "roles.reference.cpus=0.5", "tracking.mode=offline"])
+            "roles.rollout.cpus=0.5", "roles.reward.cpus=0.5", "roles.reference.cpus=0.5", "tracking.mode=offline", "cluster.backend=inprocess"])
         return run_trainer(cfg)["history"]
 
     a, b = run(0.0, tmp_path / "a"), run(2.0, tmp_path / "b")

@@ -43,16 +43,6 @@ def test_inprocess_run_equals_the_ray_run(stopping_tiny_dir, prompts_file, tmp_p
     assert (tmp_path / "ip" / "checkpoints" / "latest").is_file()
 
 
-def test_inprocess_resumes_from_its_checkpoint(stopping_tiny_dir, prompts_file, tmp_path):
-    full = run_trainer(cfg_for(stopping_tiny_dir, prompts_file, tmp_path / "a", "inprocess", "steps=4"))["history"]
-    run_trainer(cfg_for(stopping_tiny_dir, prompts_file, tmp_path / "b", "inprocess", "steps=2"))
-    res = run_trainer(cfg_for(stopping_tiny_dir, prompts_file, tmp_path / "b", "inprocess", "steps=4"))
-    assert any("resumed from" in e for e in res["events"])
-    assert [h["step"] for h in res["history"]] == [3, 4]
-    for a, b in zip(full[2:], res["history"]):
-        assert b["reward/mean"] == pytest.approx(a["reward/mean"]) and b["train/pg_loss"] == pytest.approx(a["train/pg_loss"])
-
-
 def test_two_learner_ranks_need_ray(stopping_tiny_dir, prompts_file, tmp_path):
     cfg = cfg_for(stopping_tiny_dir, prompts_file, tmp_path / "x", "inprocess", "roles.learner.replicas=2")
     with pytest.raises(ConfigError, match=r"roles\.learner\.replicas is 2.*cluster\.backend"):

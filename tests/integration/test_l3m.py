@@ -16,7 +16,8 @@ from rlcustom.trainers import run_trainer
 LO, HI = 3, 8
 
 
-pytestmark = pytest.mark.usefixtures("local_ray")  # conftest: real Ray for this module
+# cluster.backend=inprocess: the roles are objects in this process (the same numbers as Ray,
+# tests/integration/test_inprocess.py); the Ray runtime itself is tested in test_runtime_pg etc.
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def config(model_dir, data, out, trainer="l3m", extra=()):
         "algo.eval_rows=8", f"algo.constraints=[{{name: len, reward: length_tokens, lo: {LO}, hi: {HI}}}]",
         "algo.task_max_grad_norm=0.2", "algo.constraint_max_grad_norm=1.0", "algo.ema_smoothing=0.5",
         "roles.learner.zero_stage=0", "roles.learner.cpus=0.5", "roles.rollout.cpus=0.5", "roles.reward.cpus=0.2",
-        "tracking.mode=disabled", *extra])
+        "tracking.mode=disabled", "cluster.backend=inprocess", *extra])
 
 
 def mean(xs):

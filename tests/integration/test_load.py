@@ -87,7 +87,7 @@ def test_slow_and_failing_endpoint_retried_then_the_run_goes_on(tiny_dir, tmp_pa
         "data.split=all", "steps=2", "engine=hf", "sampling.max_new_tokens=4", "algo.prompts_per_step=2",
         "reward.spec=http", f"reward.url={server.url}", "reward.timeout_s=0.5", "reward.max_retries=4",
         "tracking.mode=disabled", "roles.learner.zero_stage=0", "roles.learner.cpus=0.5",
-        "roles.rollout.cpus=0.5", "roles.reward.cpus=0.5"])
+        "roles.rollout.cpus=0.5", "roles.reward.cpus=0.5", "cluster.backend=inprocess"])  # retries: the actor's own
     res = run_trainer(cfg)
     assert [h["step"] for h in res["history"]] == [1, 2]
     assert calls == [1, 2, 3, 4, 5]  # step 1: timeout, 503, 503, answered; step 2: answered

@@ -11,7 +11,8 @@ from rlcustom.config import load_config
 from rlcustom.metrics_record import read_metrics
 from rlcustom.trainers import run_trainer
 
-pytestmark = pytest.mark.usefixtures("local_ray")
+# cluster.backend=inprocess: the roles are objects in this process (the same numbers as Ray,
+# tests/integration/test_inprocess.py); the Ray runtime itself is tested in test_runtime_pg etc.
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def run(trainer, tiny_dir, prompts_file, out, *extra):
     cfg = load_config(None, [
         f"trainer={trainer}", f"model.path={tiny_dir}", f"output_dir={out}", f"data.prompts={prompts_file}",
         "data.split=all", "steps=2", "seed=3", "sampling.max_new_tokens=6", "sampling.n=2", "engine=hf",
-        "algo.prompts_per_step=3", "optim.lr=1e-3", "optim.micro_batch_size=2", "tracking.mode=disabled",
+        "algo.prompts_per_step=3", "optim.lr=1e-3", "optim.micro_batch_size=2", "tracking.mode=disabled", "cluster.backend=inprocess",
         "roles.learner.cpus=0.5", "roles.rollout.cpus=0.5", "roles.reward.cpus=0.5", "roles.learner.zero_stage=0",
         *(["roles.reference.cpus=0.5"] if trainer == "ppo" else []), *extra])
     run_trainer(cfg)

@@ -75,7 +75,8 @@ def exported(out):
 
 
 def test_staleness_zero_is_the_synchronous_loop_bit_for_bit(stopping_tiny_dir, prompts_file, tmp_path):
-    extra = ("sampling.max_new_tokens=12", "optim.lr=1e-2", "reward.kwargs.scale=-1")  # lengths vary: updates do
+    extra = ("sampling.max_new_tokens=12", "optim.lr=1e-2", "reward.kwargs.scale=-1",  # lengths vary: updates do
+             "cluster.backend=inprocess")  # nothing runs concurrently at staleness 0: the roles live here
     ref = LegacyPG(cfg_for(stopping_tiny_dir, prompts_file, tmp_path / "ref", *extra))
     new = NoOverlapPG(cfg_for(stopping_tiny_dir, prompts_file, tmp_path / "new", "algo.max_staleness=0", *extra))
     a, b = ref.fit()["history"], new.fit()["history"]

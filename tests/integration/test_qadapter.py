@@ -112,7 +112,7 @@ def _greedy_reference(pm, tok, prompt, n, alpha, alpha0):
     return out
 
 
-def test_qadapter_trainer_learns_and_adapter_decodes(local_ray, qa_dir, chat_prompts, tmp_path):
+def test_qadapter_trainer_learns_and_adapter_decodes(qa_dir, chat_prompts, tmp_path):
     from peft import PeftModel
 
     from rlcustom.data.loaders import load_preference_pairs
@@ -128,7 +128,7 @@ def test_qadapter_trainer_learns_and_adapter_decodes(local_ray, qa_dir, chat_pro
         "data.split=train", "data.limit=32", "data.max_prompt_tokens=48", "algo.max_completion_tokens=24",
         "algo.pairs_per_step=8", f"algo.alpha={alpha}", f"algo.alpha0={alpha0}", "algo.beta=0.1", "steps=12",
         "seed=0", "optim.lr=1e-2", "optim.micro_batch_size=8", "model.lora.r=8", "model.lora.alpha=16",
-        "roles.learner.zero_stage=0", "roles.learner.cpus=1", "tracking.mode=offline"])
+        "roles.learner.zero_stage=0", "roles.learner.cpus=1", "tracking.mode=offline", "cluster.backend=inprocess"])
     res = run_trainer(cfg)
     hist = res["history"]
     loss = [h["train/qadapter_loss"] for h in hist]
@@ -154,7 +154,7 @@ def test_qadapter_trainer_learns_and_adapter_decodes(local_ray, qa_dir, chat_pro
         assert got == _greedy_reference(pm, tok, prompt, len(got), alpha, alpha0)
 
 
-def test_replay_trainer_and_forgetting(local_ray, qa_dir, tmp_path):
+def test_replay_trainer_and_forgetting(qa_dir, tmp_path):
     from rlcustom.eval.qadapter import forgetting
     from rlcustom.models.loading import load_causal_lm, load_tokenizer
 
@@ -163,7 +163,7 @@ def test_replay_trainer_and_forgetting(local_ray, qa_dir, tmp_path):
         "data.split=train", "data.limit=16", "data.max_prompt_tokens=48", "algo.max_completion_tokens=24",
         "algo.batch_size=8", "algo.replay_fraction=0.5", "algo.replay_examples=4", "algo.replay_max_new_tokens=8",
         "steps=3", "seed=0", "optim.lr=5e-3", "optim.micro_batch_size=8", "model.lora.r=8",
-        "roles.learner.zero_stage=0", "roles.learner.cpus=1", "tracking.mode=offline"])
+        "roles.learner.zero_stage=0", "roles.learner.cpus=1", "tracking.mode=offline", "cluster.backend=inprocess"])
     hist = run_trainer(cfg)["history"]
     assert len(hist) == 3 and all(h["train/replay_rows"] == 4 for h in hist)
     rows = [json.loads(x) for x in (tmp_path / "replay.jsonl").read_text().splitlines()]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -21,10 +20,8 @@ import pytest
 
 from rlcustom.cli import main
 
-pytestmark = pytest.mark.usefixtures("local_ray")  # conftest: one real local Ray for the module
-# Ray workers inherit the environment of the ray.init that starts them (after collection): this lets a reward
-# actor import `test_reliability:exit_reward`, as a user's own reward module would be importable on the cluster
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+# The runs build their roles in this process (cluster.backend: inprocess): `test_reliability:exit_reward` is
+# importable as pytest put this folder on sys.path, as a user's own reward module would be on the cluster.
 
 
 def exit_reward(prompt: str, completion: str, *, response_ids=(), **kw) -> float:
@@ -43,7 +40,8 @@ def write_config(path: Path, tiny_dir: Path, prompts: Path, out: Path) -> Path:
              "keep_checkpoints: 2", "seed: 1", "sampling: {max_new_tokens: 6, n: 2}", "engine: hf",
              "algo: {prompts_per_step: 2}", "reward: {spec: length_tokens}",
              "optim: {lr: 0.001, micro_batch_size: 4}", "tracking: {mode: offline}",
-             "roles:\n  learner: {cpus: 0.5}\n  rollout: {cpus: 0.5}\n  reward: {cpus: 0.5}"]
+             "roles:\n  learner: {cpus: 0.5}\n  rollout: {cpus: 0.5}\n  reward: {cpus: 0.5}",
+             "cluster: {backend: inprocess}"]  # the roles in this process: resume is the trainer's logic
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -99,12 +99,12 @@ def test_object_store_sync_fallback(tiny_dir, prompts_file, tmp_path):
 
 def test_stop_and_resume_matches_uninterrupted(tiny_dir, prompts_file, tmp_path):
     keys = ["reward/mean", "train/pg_loss", "rollout/response_len"]
-    full = run_trainer(cfg_for(tiny_dir, prompts_file, tmp_path / "a", "steps=4", "roles.learner.replicas=1",
-                               "algo.check_sync=false"))["history"]
-    run_trainer(cfg_for(tiny_dir, prompts_file, tmp_path / "b", "steps=2", "roles.learner.replicas=1",
-                        "algo.check_sync=false"))
-    resumed = run_trainer(cfg_for(tiny_dir, prompts_file, tmp_path / "b", "steps=4", "roles.learner.replicas=1",
-                                  "algo.check_sync=false"))
+    # in one process (cluster.backend=inprocess): what is compared is the trainer's and checkpoint's state;
+    # resuming Ray actors is test_killed_learner_resumes_from_last_checkpoint's
+    one = ("roles.learner.replicas=1", "algo.check_sync=false", "cluster.backend=inprocess")
+    full = run_trainer(cfg_for(tiny_dir, prompts_file, tmp_path / "a", "steps=4", *one))["history"]
+    run_trainer(cfg_for(tiny_dir, prompts_file, tmp_path / "b", "steps=2", *one))
+    resumed = run_trainer(cfg_for(tiny_dir, prompts_file, tmp_path / "b", "steps=4", *one))
     assert any("resumed from" in e for e in resumed["events"])
     runs = sorted((tmp_path / "b" / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # the same W&B run id, resumed

@@ -9,7 +9,8 @@ from rlcustom.config import load_config
 from rlcustom.registry import TRAINERS
 from rlcustom.trainers import run_trainer
 
-pytestmark = pytest.mark.usefixtures("local_ray")  # conftest: real Ray for this module
+# cluster.backend=inprocess: the roles are objects in this process (the same numbers as Ray,
+# tests/integration/test_inprocess.py); the Ray runtime itself is tested in test_runtime_pg etc.
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def ppo_cfg(model_dir, prompts_file, out, *extra):
         "data.split=all", "seed=0", "engine=hf", "sampling.max_new_tokens=16", "sampling.n=4",
         "algo.prompts_per_step=4", "algo.kl_coef=0.0", "optim.micro_batch_size=16", "reward.spec=length_tokens",
         "reward.kwargs.scale=-1", "roles.learner.zero_stage=0", "roles.learner.cpus=0.5", "roles.rollout.cpus=0.5",
-        "roles.reward.cpus=0.5", "roles.reference.cpus=0.5", "tracking.mode=disabled", *extra])
+        "roles.reward.cpus=0.5", "roles.reference.cpus=0.5", "tracking.mode=disabled", "cluster.backend=inprocess", *extra])
 
 
 def mean(xs):

@@ -138,7 +138,7 @@ def prompts_file(tmp_path_factory):
     return p
 
 
-def test_vas_trainer_then_reward_rises_with_beta(local_ray, stopping_tiny_dir, prompts_file, tmp_path):
+def test_vas_trainer_then_reward_rises_with_beta(stopping_tiny_dir, prompts_file, tmp_path):
     from rlcustom.config import load_config
     from rlcustom.models.loading import load_causal_lm, load_tokenizer
     from rlcustom.trainers import run_trainer
@@ -149,7 +149,7 @@ def test_vas_trainer_then_reward_rises_with_beta(local_ray, stopping_tiny_dir, p
         "algo.samples=96", "algo.samples_per_prompt=12", "algo.prompts_per_batch=8", "algo.temperature=1.0",
         "algo.batch_size=32", "algo.lr=3e-3", "algo.eval_every=12", "algo.val_fraction=0.25",
         "optim.micro_batch_size=32", "reward.spec=length_tokens", "reward.kwargs.scale=-0.2",
-        "roles.rollout.cpus=0.5", "roles.reward.cpus=0.25", "roles.value.cpus=0.5", "tracking.mode=offline"]
+        "roles.rollout.cpus=0.5", "roles.reward.cpus=0.25", "roles.value.cpus=0.5", "tracking.mode=offline", "cluster.backend=inprocess"]
     res = run_trainer(load_config(None, overrides))
     hist = res["history"]
     loss = [h["value/loss"] for h in hist]
