@@ -13,18 +13,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
-    """One torch thread in the test process, as each Ray role gets one here: the in-process trainer runs
+    """One torch thread in the test process for every test, as each Ray role gets one here (an in-process actor
+    that sets its own does not carry it into the next test): the in-process trainer runs
     (``cluster.backend: inprocess``) then cost what their Ray runs cost minus the actors' start-ups, and two
     OpenMP threads do not spin against every other process when the machine is loaded (measured: a tiny DPO run
     118 s with two threads beside a busy process, 27 s with one)."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
