@@ -149,7 +149,7 @@ def returns_to_go(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float 
 @ADV_ESTIMATORS.register("reinforce_pp")
 def reinforce_pp_estimator(*, token_rewards: torch.Tensor | None = None, values: Any = None, mask: torch.Tensor,
                            scores: torch.Tensor | None = None, group_ids: Any = None, gamma: float = 1.0,
-                           lam: float = 1.0, **_: Any) -> tuple[torch.Tensor, None]:
+                           lam: float = 1.0) -> tuple[torch.Tensor, None]:
     """REINFORCE++ (Hu 2025, Sec. 3): returns-to-go of the (KL-shaped) token rewards, whitened over
     every valid token of the batch (global normalisation, no per-prompt baseline)."""
     if token_rewards is None:
