@@ -33,7 +33,9 @@ def ppo_history(model_dir, prompts_file, out, critic_replicas: int) -> list[dict
         "reward.spec=length_tokens", "save_every=0", "roles.learner.zero_stage=0",
         f"roles.critic.replicas={critic_replicas}", "roles.critic.zero_stage=2", "roles.critic.cpus=0.25",
         "roles.learner.cpus=0.25", "roles.rollout.cpus=0.25", "roles.reward.cpus=0.25",
-        "roles.reference.cpus=0.25", "tracking.mode=disabled"])
+        "roles.reference.cpus=0.25", "tracking.mode=disabled",
+        # the one-rank reference run in this process (the same numbers as Ray: test_inprocess.py); two ranks need Ray
+        f"cluster.backend={'inprocess' if critic_replicas == 1 else 'ray'}"])
     return run_trainer(cfg)["history"]
 
 

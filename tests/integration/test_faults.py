@@ -288,7 +288,7 @@ def test_nan_reward_in_a_real_run_skips_then_stops_with_checkpoint(tiny_dir, pro
     out = tmp_path / "run"
     with pytest.raises(NonFiniteError) as ei:
         run_trainer(real_cfg("pg", tiny_dir, prompts_file, out, "steps=5", "reward.kwargs.scale=.nan",
-                             "optim.max_consecutive_nonfinite=2"))
+                             "optim.max_consecutive_nonfinite=2", "cluster.backend=inprocess"))  # trainer logic
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith("2 consecutive steps with non-finite values; last: reward "
                                               "'length_tokens' failed on sample 0: returned non-finite value nan")
