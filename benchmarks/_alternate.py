@@ -254,12 +254,13 @@ def pair_ratios(case: str, out: dict[str, list[dict]], ours: list[str], theirs: 
 
 
 def threads_label(threads: dict) -> str:
-    """``learner0 2, rollout0 2 (OMP 2, MKL 2)`` from a side's ``ready`` record."""
+    """``learner 2, rollout 2 (OMP 2, MKL 2)`` (torch threads per process or actor) from a side's ``ready``
+    record; roles served by another role's actors (``"shared"``) are left out."""
     parts, env = [], set()
     for name, info in threads.items():
         if isinstance(info, dict):
             parts.append(f"{name} {info.get('torch')}")
             env.add(f"OMP {info.get('OMP_NUM_THREADS')}, MKL {info.get('MKL_NUM_THREADS')}")
-        else:
+        elif info != "shared":
             parts.append(f"{name} {info}")
     return ", ".join(parts) + (f" ({'; '.join(sorted(env))})" if env else "")

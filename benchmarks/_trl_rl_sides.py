@@ -152,7 +152,7 @@ def trl_side(spec: dict, ch: Channel) -> None:
 
 
 def actor_threads(trainer) -> dict:
-    """Per role actor (``learner0``, ``rollout0``, ...): its torch threads and OpenMP/MKL variables, asked
+    """Per role actor (``learner``, ``rollout``, ...; ``rollout0``, ``rollout1`` with replicas): its torch threads and OpenMP/MKL variables, asked
     through Ray's ``__ray_call__`` (no actor method needed)."""
     import ray
 
@@ -167,15 +167,15 @@ def actor_threads(trainer) -> dict:
     out, seen = {}, set()
     for role, group in trainer.groups.items():
         for i, actor in enumerate(group.actors):
-            key = actor._actor_id.hex()
+            name, key = (f"{role}{i}" if len(group.actors) > 1 else role), actor._actor_id.hex()
             if key in seen:  # a role served by another role's actors (reference on the learner)
-                out[f"{role}{i}"] = "shared"
+                out[name] = "shared"
                 continue
             seen.add(key)
             try:
-                out[f"{role}{i}"] = ray.get(actor.__ray_call__.remote(probe), timeout=120)
+                out[name] = ray.get(actor.__ray_call__.remote(probe), timeout=120)
             except Exception as e:  # noqa: BLE001 - the numbers matter more than this record
-                out[f"{role}{i}"] = f"unknown ({type(e).__name__})"
+                out[name] = f"unknown ({type(e).__name__})"
     return out
 
 

@@ -211,13 +211,13 @@ def test_side_row_drops_warmup_and_reports_medians_spreads_and_threads():
             {"round": 3, "warmup": False, "wall_s": 3.0, "generate": 2.0, "score": 0.4, "train": 0.5, "sync": 0.1,
              "rollout_wait": 0.3}]
     ready = {"threads": {"driver": {"torch": 2, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
-                         "rollout0": {"torch": 2, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
-                         "reference0": "shared"}}
+                         "rollout": {"torch": 2, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
+                         "reference": "shared"}}
     r = trl_rl.side_row("tiny", "grpo", "rlcustom", recs, 8, ready=ready)
     assert r["rounds"] == 3 and r["step_median_s"] == 3.0 and r["samples_per_s"] == pytest.approx(8 / 3)
     assert r["generate_s"] == 2.0 and r["score_s"] == 0.2 and r["train_s"] == 0.7 and r["rollout_wait_s"] == 0.0
     assert r["spread_pct"] == pytest.approx(100 * 2 / 3) and r["step_iqr_pct"] == pytest.approx(100 * 1 / 3)
-    assert r["threads"] == "driver 2, rollout0 2, reference0 shared (OMP 2, MKL 2)"
+    assert r["threads"] == "driver 2, rollout 2 (OMP 2, MKL 2)"
     assert r["raw_s"] == recs
     failed = trl_rl.side_row("tiny", "grpo", "trl", recs[:1], 8, error="start: boom")
     assert failed["error"] == "start: boom" and "rounds" not in failed
