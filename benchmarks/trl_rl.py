@@ -56,7 +56,7 @@ from pathlib import Path
 from benchmarks._alternate import (Side, alternate, measured, median, pair_ratios, spread_pct,  # noqa: F401
                                    summary, threads_label)
 
-BENCH_ALL_ARGS = ["--quick"]  # `rlcustom bench all`: the defaults take ~25 min (see the module docstring)
+BENCH_ALL_ARGS = ["--quick"]  # `rlcustom bench all`: the defaults take longer than its 15 minutes per benchmark
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -216,8 +216,8 @@ def make_sides(model: str, model_dir: str, algo: str, a, tmp: Path) -> list[Side
             "new_tokens": a.new_tokens, "lr": a.lr, "seed": a.seed, "threads": a.threads}
     plan = [("rlcustom", {"side": "rlcustom", "overrides": rlcustom_overrides(algo, model_dir, a, tmp, a.threads)})]
     if a.overlap:
-        plan.append(("rlcustom max_staleness=1", {"side": "rlcustom", "overrides": rlcustom_overrides(
-            algo, model_dir, a, tmp, a.overlap_threads, staleness=1)}))
+        ovl = rlcustom_overrides(algo, model_dir, a, tmp, a.overlap_threads, staleness=1)
+        plan.append(("rlcustom max_staleness=1", {"side": "rlcustom", "overrides": ovl}))
     trl_path = ROOT / ".bench" / f"trl-{version}"
     plan.append((f"trl-{version}", {"side": "trl"}))
     if algo == "grpo" and model == "tiny" and a.vllm == "auto":
@@ -276,8 +276,7 @@ def overlap_ratio(overlapped: dict, sync: dict) -> float:
 
 
 def prepare_run(a: argparse.Namespace) -> tuple[float, float, float]:
-    """Shared set-up of the TRL comparisons: --quick, the thread count, offline W&B; returns the load
-    average at the start (reported in the notes)."""
+    """--quick, the thread count, offline W&B (shared with trl_offline); returns the load average now."""
     if a.quick:
         a.models, a.steps = "tiny", 2
     a.threads = a.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 2
@@ -310,9 +309,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny model, 2 measured rounds (writes trl_rl_quick.json)")
     p.add_argument("--tag", default="", help="write results/trl_rl_<tag>.json (a variant run) instead of trl_rl.json")
     a = p.parse_args(argv)
-    a.overlap = a.overlap == "on"
-    if a.quick:
-        a.stop_spread, a.tag = 0.0, a.tag or "quick"
+    a.overlap, a.stop_spread, a.tag = a.overlap == "on", 0.0 if a.quick else a.stop_spread, a.tag or ("quick" if a.quick else "")
     return a
 
 
@@ -367,8 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     load_end = os.getloadavg()
     notes += ["sides alternate whole optimizer steps, A B A B ...: each side is one persistent process that runs "
               "one step per command and then blocks, so all are alive but one computes at a time; the first "
-              f"{a.warmup} round(s) are dropped; at most {a.steps} measured rounds, fewer once every side's and "
-              f"ratio's spread is under {a.stop_spread:g}% (after 4)" if a.stop_spread else "",
+              f"{a.warmup} round(s) are dropped, then at most {a.steps} measured rounds",
+              f"early stop: after 4 measured rounds once every side's and ratio's spread is under {a.stop_spread:g}%"
+              if a.stop_spread else "",
               "samples/s = completions per step / median step wall time over the measured rounds; spread_pct = "
               "(max - min) / median, step_iqr_pct = interquartile range / median; ratios: per round (ours / theirs "
               "samples/s = their step / ours), then median, spread and IQR over the rounds",
