@@ -182,7 +182,8 @@ def rlcustom_overrides(algo: str, model_dir: str, a, tmp: Path, threads: int, st
     out = tmp / f"rlcustom_{algo}_{Path(model_dir).name}_ms{staleness}"
     prompts = tmp / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in QUESTIONS))
-    common = [f"model.path={model_dir}", f"output_dir={out}", f"data.prompts={prompts}", "data.split=all",
+    trainer = "trainer=pg" if algo == "grpo" else "trainer=ppo"  # first: the algo.* keys below are the trainer's
+    common = [trainer, f"model.path={model_dir}", f"output_dir={out}", f"data.prompts={prompts}", "data.split=all",
               f"steps={a.warmup + a.steps + 1}", "save_every=0", "resume=never", f"seed={a.seed}",
               f"engine={a.engine}", f"model.dtype={a.dtype}", f"model.lora.r={LORA['r']}",
               f"model.lora.alpha={LORA['alpha']}", f"model.lora.dropout={LORA['dropout']}",
@@ -192,14 +193,14 @@ def rlcustom_overrides(algo: str, model_dir: str, a, tmp: Path, threads: int, st
     roles = ("rollout", "learner", "reward") + (("reference", "critic") if algo == "ppo" else ())
     common += [f"roles.{r}.{k}={v}" for r in roles for k, v in (("cpus", 0.25), ("num_threads", threads))]
     if algo == "grpo":
-        return common + ["trainer=pg", "algo.advantage=grpo", "algo.prompts_per_step=1", f"sampling.n={a.completions}",
+        return common + ["algo.advantage=grpo", "algo.prompts_per_step=1", f"sampling.n={a.completions}",
                          "reward.spec=target_length", "reward.kwargs.target=20"]
     from rlcustom.models.heads import RewardModel
 
     rm_dir = tmp / f"rm_{Path(model_dir).name}"
     if not rm_dir.exists():  # the policy's backbone + a fresh scalar head (TRL: AutoModelForSequenceClassification)
         RewardModel.from_pretrained(model_dir, with_tokenizer=True).save(rm_dir)
-    return common + ["trainer=ppo", "algo.advantage=gae", f"algo.prompts_per_step={a.completions}", "sampling.n=1",
+    return common + ["algo.advantage=gae", f"algo.prompts_per_step={a.completions}", "sampling.n=1",
                      "algo.ppo_epochs=1", "algo.kl_coef=0.05", "algo.recompute_logprobs=false", "reward.spec=model",
                      f"reward.model_path={rm_dir}", f"reward.kwargs.dtype={a.dtype}"]
 
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         "overlap_threads": a.overlap_threads if a.overlap else None, "lora": LORA, "trl_grpo": TRL_GRPO_VERSION,
         "trl_ppo": TRL_PPO_VERSION, "load_avg_start": ", ".join(f"{x:.2f}" for x in load_start),
         "load_avg_end": ", ".join(f"{x:.2f}" for x in load_end)},
-        rows, ratios, [n for n in notes if n], command="rlcustom bench trl_rl " + " ".join(argv or []))
+        rows, ratios, [n for n in notes if n], command=" ".join(["rlcustom bench trl_rl", *(argv or [])]))
 
 
 if __name__ == "__main__":
