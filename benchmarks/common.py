@@ -56,8 +56,9 @@ def summarize(times: list[float]) -> dict:
             "spread_pct": 100 * (max(times) - min(times)) / statistics.median(times), "raw_s": times}
 
 
-def report(name: str, settings: dict, rows: list[dict], ratios: dict[str, float], notes: list[str] = ()) -> Path:
-    """Print a table and write benchmarks/results/<name>.json."""
+def report(name: str, settings: dict, rows: list[dict], ratios: dict[str, float], notes: list[str] = (),
+           command: str | None = None) -> Path:
+    """Print a table and write benchmarks/results/<name>.json (with ``command``, the command line, when given)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     cols = list(dict.fromkeys(k for r in rows for k in r if k != "raw_s"))
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
@@ -70,8 +71,9 @@ def report(name: str, settings: dict, rows: list[dict], ratios: dict[str, float]
     for n in notes:
         print(f"note: {n}")
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "settings": settings, "rows": rows,
-                                "ratios": ratios, "notes": list(notes)}, indent=2))
+    head = {"benchmark": name} | ({"command": command} if command else {})
+    path.write_text(json.dumps(head | {"machine": machine(), "settings": settings, "rows": rows, "ratios": ratios,
+                                       "notes": list(notes)}, indent=2))
     print(f"wrote {path}")
     return path
 

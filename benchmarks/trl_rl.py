@@ -1,13 +1,21 @@
-"""PPO and GRPO: samples/s and time per phase, rlcustom vs TRL's trainers, on CPU (issue 11, question 1).
+"""PPO and GRPO: samples/s and time per phase, rlcustom vs TRL's trainers, on CPU, whole steps alternated.
 
-    rlcustom bench trl_rl [--models tiny,smollm2-135m-instruct] [--algos grpo,ppo] [--steps 3]
-                          [--warmup 1] [--completions 8] [--new-tokens 32] [--dtype bfloat16]
-                          [--engine hf] [--vllm auto|skip] [--quick]
+    rlcustom bench trl_rl [--models tiny,smollm2-135m-instruct] [--algos grpo,ppo] [--steps 6] [--warmup 1]
+                          [--stop-spread 10] [--threads N] [--overlap on|off] [--overlap-threads N]
+                          [--completions 8] [--new-tokens 32] [--dtype bfloat16] [--engine hf]
+                          [--vllm auto|skip] [--quick]
 
 Both sides train the same model (a seeded tiny Llama written to a directory, and/or the 135M model)
 on the same prompts with the same LoRA (r=8, alpha=16 on q,k,v,o), learning rate, number and length
-of completions, and seed; each runs ``warmup + steps`` optimizer steps, and the first ``warmup``
-are dropped. The TRL side runs in a subprocess of the same interpreter with TRL on ``PYTHONPATH``
+of completions, and seed. Per (model, algo) each side is one persistent process
+(:mod:`benchmarks._trl_rl_sides`) that runs ONE optimizer step when the parent says so and then
+blocks; the parent alternates whole steps, A B A B ... (:mod:`benchmarks._alternate`), drops the
+``--warmup`` rounds and runs ``--steps`` measured rounds (fewer once every side's and ratio's spread is
+under ``--stop-spread`` %, after 4). All sides are alive at once but only one computes at a time, so a
+change of the machine's load lands on both; every ratio is taken per round, then its median and spread.
+Every process and role actor gets the same torch threads and ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``
+(``--threads``), which each side reports (the ``threads`` column); the load average before and after
+each case and the run is in the JSON. The TRL side runs with TRL on ``PYTHONPATH``
 (``.bench/trl-<version>``, set up by ``make bench-deps``), so torch/transformers/peft are the same.
 
 * GRPO: TRL 1.16's ``GRPOTrainer`` in its defaults (``model.generate`` for generation, gradient
@@ -16,14 +24,22 @@ are dropped. The TRL side runs in a subprocess of the same interpreter with TRL 
   rewards, one policy-gradient update per batch, no reference). One prompt x ``completions``
   completions per step (TRL's default group of 8), reward: ``target_length`` (20 words).
 * PPO: TRL 1.12's ``experimental.ppo.PPOTrainer`` (TRL removed PPO after 1.12) vs rlcustom's
-  ``ppo`` trainer: ``completions`` prompts x 1 completion, a reward model and a full-size value
-  model (both the policy's backbone with a fresh scalar head), KL penalty 0.05 to the frozen base,
-  one PPO epoch, one mini-batch. Behaviour log-probs come from the sampler on both sides.
-* TRL with vLLM (``use_vllm=True, vllm_mode="colocate"``): tried on the tiny model when
+  ``ppo`` trainer at its LoRA defaults (value head on the policy, reference = the policy with its
+  adapter disabled): ``completions`` prompts x 1 completion, a reward model (the policy's backbone with
+  a fresh scalar head), KL penalty 0.05 to the frozen base, one PPO epoch, one mini-batch. Behaviour
+  log-probs come from the sampler on both sides.
+* ``rlcustom max_staleness=1`` (``--overlap on``): the same rlcustom run with ``algo.max_staleness: 1``
+  (the next step generates while this one trains; :mod:`rlcustom.trainers.overlap`). Its step still
+  ends with the sync stage, after the launched generation has finished, so it alternates like the
+  others. Generation and training run at once, so each of its roles gets ``--overlap-threads``
+  (default ``threads // 2``: the two add up to the others' threads). ``overlap_ratio`` = its step /
+  max(generate, train) of the ``max_staleness: 0`` row of the same run.
+* TRL with vLLM (``use_vllm=True, vllm_mode="colocate"``): tried on the tiny model with
   ``--vllm auto``; if it cannot start, the reason is recorded in the JSON.
 
 Phases: rlcustom's own per-step timers (``timing/{generate,score,train,sync}_s``, as logged to W&B);
 TRL's are measured by wrapping its generation / scoring calls, with train = step wall - the rest.
+``--quick``: the tiny model, 2 measured rounds, written to ``results/trl_rl_quick.json``.
 """
 from __future__ import annotations
 
@@ -31,13 +47,16 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._alternate import (Side, alternate, measured, median, pair_ratios, spread_pct,  # noqa: F401
+                                   summary, threads_label)
+
+BENCH_ALL_ARGS = ["--quick"]  # `rlcustom bench all`: the defaults take longer than its 15 minutes per benchmark
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -137,15 +156,7 @@ def prep_models(tmp: Path, names: list[str]) -> dict[str, str]:
     return out
 
 
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def spread_pct(xs):
-    return 100 * (max(xs) - min(xs)) / statistics.median(xs) if xs else float("nan")
-
-
-# ----------------------------------------------------------------------------- TRL side (subprocess)
+# ----------------------------------------------------------------------------- shared by both TRL processes
 
 
 def target_length_reward(completions, **kw) -> list[float]:
@@ -163,170 +174,110 @@ def _lora():
                       target_modules=LORA["targets"], task_type="CAUSAL_LM")
 
 
-def trl_grpo(spec: dict) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
-
-    torch.manual_seed(spec["seed"])
-    n_steps = spec["warmup"] + spec["steps"]
-    prompts = [[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}] for i in range(n_steps)]
-    tok = AutoTokenizer.from_pretrained(spec["model_dir"])
-    kw = dict(output_dir=str(Path(spec["tmp"]) / "out"), per_device_train_batch_size=spec["completions"],
-              num_generations=spec["completions"], max_completion_length=spec["new_tokens"], max_steps=n_steps,
-              learning_rate=spec["lr"], seed=spec["seed"], report_to="none", save_strategy="no",
-              logging_steps=1000, disable_tqdm=True, temperature=1.0, use_cpu=True, shuffle_dataset=False)
-    if spec.get("vllm"):
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default (4) is too much here
-        kw |= dict(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3)
-    args = GRPOConfig(**kw)
-    phases, steps = {}, []
-    trainer = GRPOTrainer(model=spec["model_dir"], reward_funcs=target_length_reward, args=args,
-                          train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tok,
-                          peft_config=_lora(), callbacks=[step_callback(phases, steps)])
-    trainer._generate = timed(trainer._generate, phases, "generate")
-    trainer._generate_and_score_completions = timed(trainer._generate_and_score_completions, phases, "gen_score")
-    vg = getattr(trainer, "vllm_generation", None)
-    if vg is not None and hasattr(vg, "sync_weights"):
-        vg.sync_weights = timed(vg.sync_weights, phases, "sync")
-    trainer.train()
-    for s in steps:
-        g, gs, sy = s.pop("generate", 0.0), s.pop("gen_score", 0.0), s.pop("sync", 0.0)
-        s |= {"generate": g - sy, "score": gs - g, "sync": sy, "train": s["wall_s"] - gs}
-    return {"steps": steps, "trl": __import__("trl").__version__,
-            "config": {"gradient_checkpointing": args.gradient_checkpointing, "bf16": args.bf16,
-                       "beta": args.beta, "loss_type": args.loss_type, "use_vllm": args.use_vllm,
-                       "num_iterations": args.num_iterations}}
+# ----------------------------------------------------------------------------- the sides
 
 
-def trl_ppo(spec: dict) -> dict:
-    import torch
-    import trl.experimental.ppo.ppo_trainer as pt
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
-
-    torch.manual_seed(spec["seed"])
-    B, n_steps = spec["completions"], spec["warmup"] + spec["steps"]
-    tok = AutoTokenizer.from_pretrained(spec["model_dir"], padding_side="left")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    texts = [tok.apply_chat_template([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], tokenize=False,
-                                     add_generation_prompt=True) for i in range(B * n_steps)]
-    ds = Dataset.from_dict({"input_ids": [tok(t, add_special_tokens=False)["input_ids"] for t in texts]})
-    policy = AutoModelForCausalLM.from_pretrained(spec["model_dir"])
-    value = AutoModelForSequenceClassification.from_pretrained(spec["model_dir"], num_labels=1)
-    reward = AutoModelForSequenceClassification.from_pretrained(spec["model_dir"], num_labels=1)
-    for m in (value, reward):
-        m.config.pad_token_id = tok.pad_token_id
-    args = PPOConfig(output_dir=str(Path(spec["tmp"]) / "out"), per_device_train_batch_size=B,
-                     gradient_accumulation_steps=1, num_mini_batches=1, num_ppo_epochs=1,
-                     total_episodes=B * n_steps, response_length=spec["new_tokens"], stop_token="eos",
-                     learning_rate=spec["lr"], kl_coef=0.05, seed=spec["seed"], report_to="none",
-                     save_strategy="no", logging_steps=1000, num_sample_generations=0, disable_tqdm=True,
-                     temperature=1.0, use_cpu=True)
-    phases, steps = {}, []
-    no_grad = lambda: not torch.is_grad_enabled()  # noqa: E731 - rollout-time calls only
-    pt.batch_generation = timed(pt.batch_generation, phases, "generate")
-    pt.get_reward = timed(pt.get_reward, phases, "score", no_grad)
-    pt.forward = timed(pt.forward, phases, "score", no_grad)  # reference log-probs
-    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=None, reward_model=reward,
-                         train_dataset=ds, value_model=value, peft_config=_lora(),
-                         callbacks=[step_callback(phases, steps)])
-    trainer.train()
-    for s in steps:
-        s |= {"generate": s.get("generate", 0.0), "score": s.get("score", 0.0), "sync": 0.0}
-        s["train"] = s["wall_s"] - s["generate"] - s["score"]
-    return {"steps": steps, "trl": __import__("trl").__version__,
-            "config": {"gradient_checkpointing": args.gradient_checkpointing, "bf16": args.bf16,
-                       "num_ppo_epochs": args.num_ppo_epochs, "kl_coef": args.kl_coef}}
-
-
-def worker(spec_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    import torch
-
-    torch.set_num_threads(spec["threads"])
-    res = {"grpo": trl_grpo, "ppo": trl_ppo}[spec["algo"]](spec)
-    res["torch_threads"] = torch.get_num_threads()
-    Path(spec["out"]).write_text(json.dumps(res))
-
-
-# ----------------------------------------------------------------------------- rlcustom side (in-process)
-
-
-def rlcustom_run(algo: str, model_dir: str, a, tmp: Path) -> dict:
-    import rlcustom.trainers  # noqa: F401  (registers the trainers)
-    from rlcustom.config import load_config
-    from rlcustom.registry import TRAINERS
-
-    out = tmp / f"rlcustom_{algo}_{Path(model_dir).name}_{time.time_ns()}"
+def rlcustom_overrides(algo: str, model_dir: str, a, tmp: Path, threads: int, staleness: int = 0) -> list[str]:
+    """The rlcustom trainer's config for one side: every role with ``threads`` torch threads."""
+    out = tmp / f"rlcustom_{algo}_{Path(model_dir).name}_ms{staleness}"
     prompts = tmp / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in QUESTIONS))
-    t, n_steps = a.threads, a.warmup + a.steps
-    ts = a.score_threads or max(1, t // 2)
-    common = [f"model.path={model_dir}", f"output_dir={out}", f"data.prompts={prompts}", "data.split=all",
-              f"steps={n_steps}", "save_every=0", "resume=never", f"seed={a.seed}", f"engine={a.engine}",
-              f"model.dtype={a.dtype}", f"model.lora.r={LORA['r']}", f"model.lora.alpha={LORA['alpha']}",
-              f"model.lora.dropout={LORA['dropout']}", f"sampling.max_new_tokens={a.new_tokens}",
-              "sampling.temperature=1.0", f"optim.lr={a.lr}", f"optim.micro_batch_size={a.completions}",
-              "tracking.mode=offline", "roles.learner.zero_stage=0",
-              f"roles.rollout.cpus=0.25", f"roles.rollout.num_threads={t}",
-              f"roles.learner.cpus=0.25", f"roles.learner.num_threads={t}",
-              f"roles.reward.cpus=0.25", f"roles.reward.num_threads={ts}"]
+    trainer = "trainer=pg" if algo == "grpo" else "trainer=ppo"  # first: the algo.* keys below are the trainer's
+    common = [trainer, f"model.path={model_dir}", f"output_dir={out}", f"data.prompts={prompts}", "data.split=all",
+              f"steps={a.warmup + a.steps + 1}", "save_every=0", "resume=never", f"seed={a.seed}",
+              f"engine={a.engine}", f"model.dtype={a.dtype}", f"model.lora.r={LORA['r']}",
+              f"model.lora.alpha={LORA['alpha']}", f"model.lora.dropout={LORA['dropout']}",
+              f"sampling.max_new_tokens={a.new_tokens}", "sampling.temperature=1.0", f"optim.lr={a.lr}",
+              f"optim.micro_batch_size={a.completions}", "tracking.mode=disabled", "roles.learner.zero_stage=0",
+              f"algo.max_staleness={staleness}"]
+    roles = ("rollout", "learner", "reward") + (("reference", "critic") if algo == "ppo" else ())
+    common += [f"roles.{r}.{k}={v}" for r in roles for k, v in (("cpus", 0.25), ("num_threads", threads))]
     if algo == "grpo":
-        ov = ["trainer=pg", "algo.advantage=grpo", "algo.prompts_per_step=1", f"sampling.n={a.completions}",
-              "reward.spec=target_length", "reward.kwargs.target=20"]
-    else:
-        from rlcustom.models.heads import RewardModel
+        return common + ["algo.advantage=grpo", "algo.prompts_per_step=1", f"sampling.n={a.completions}",
+                         "reward.spec=target_length", "reward.kwargs.target=20"]
+    from rlcustom.models.heads import RewardModel
 
-        rm_dir = tmp / f"rm_{Path(model_dir).name}"
-        if not rm_dir.exists():  # the policy's backbone + a fresh scalar head (TRL: AutoModelForSequenceClassification)
-            RewardModel.from_pretrained(model_dir, with_tokenizer=True).save(rm_dir)
-        ov = ["trainer=ppo", "algo.advantage=gae", f"algo.prompts_per_step={a.completions}", "sampling.n=1",
-              "algo.ppo_epochs=1", "algo.kl_coef=0.05", "algo.recompute_logprobs=false", "reward.spec=model",
-              f"reward.model_path={rm_dir}", f"reward.kwargs.dtype={a.dtype}",
-              f"roles.reference.cpus=0.25", f"roles.reference.num_threads={ts}",
-              f"roles.critic.cpus=0.25", f"roles.critic.num_threads={ts}"]
-    cfg = load_config(None, common + ov)
-    base = TRAINERS.get(cfg.trainer)
+    rm_dir = tmp / f"rm_{Path(model_dir).name}"
+    if not rm_dir.exists():  # the policy's backbone + a fresh scalar head (TRL: AutoModelForSequenceClassification)
+        RewardModel.from_pretrained(model_dir, with_tokenizer=True).save(rm_dir)
+    return common + ["algo.advantage=gae", f"algo.prompts_per_step={a.completions}", "sampling.n=1",
+                     "algo.ppo_epochs=1", "algo.kl_coef=0.05", "algo.recompute_logprobs=false", "reward.spec=model",
+                     f"reward.model_path={rm_dir}", f"reward.kwargs.dtype={a.dtype}"]
 
-    class Timed(base):  # the step's wall time next to its phase timers
-        def step(self):
-            t0 = time.perf_counter()
-            stats = super().step()
-            stats["timing/step_wall_s"] = time.perf_counter() - t0
-            return stats
 
-    hist = Timed(cfg).fit()["history"]
-    steps = [{"wall_s": h["timing/step_wall_s"], **{p: h.get(f"timing/{p}_s", 0.0) for p in PHASES},
-              "response_len": h.get("rollout/response_len")} for h in hist]
-    return {"steps": steps, "overrides": common + ov}
+def make_sides(model: str, model_dir: str, algo: str, a, tmp: Path) -> list[Side]:
+    """rlcustom (max_staleness 0), rlcustom max_staleness 1 (``--overlap``), TRL (and TRL + vLLM on the tiny
+    model with ``--vllm auto``): one process each, same threads, TRL on ``PYTHONPATH`` for its sides."""
+    version = TRL_GRPO_VERSION if algo == "grpo" else TRL_PPO_VERSION
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads),
+               TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore",
+               PYTHONPATH=str(ROOT))
+    base = {"algo": algo, "model_dir": model_dir, "max_steps": a.warmup + a.steps, "completions": a.completions,
+            "new_tokens": a.new_tokens, "lr": a.lr, "seed": a.seed, "threads": a.threads}
+    plan = [("rlcustom", {"side": "rlcustom", "overrides": rlcustom_overrides(algo, model_dir, a, tmp, a.threads)})]
+    if a.overlap:
+        ovl = rlcustom_overrides(algo, model_dir, a, tmp, a.overlap_threads, staleness=1)
+        plan.append(("rlcustom max_staleness=1", {"side": "rlcustom", "overrides": ovl}))
+    trl_path = ROOT / ".bench" / f"trl-{version}"
+    plan.append((f"trl-{version}", {"side": "trl"}))
+    if algo == "grpo" and model == "tiny" and a.vllm == "auto":
+        plan.append((f"trl-{version}+vllm", {"side": "trl", "vllm": True}))
+    sides = []
+    for i, (name, extra) in enumerate(plan):
+        d = tmp / f"{algo}_{model}_{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "spec.json").write_text(json.dumps(base | extra | {"tmp": str(d)}))
+        side_env = dict(env, PYTHONPATH=os.pathsep.join([str(trl_path), str(ROOT)])) if extra["side"] == "trl" else env
+        s = Side(name, [sys.executable, "-m", "benchmarks._trl_rl_sides", str(d / "spec.json")], side_env,
+                 d / "log.txt", cwd=str(ROOT), start_timeout_s=420 if extra.get("vllm") else 900)
+        if extra["side"] == "trl" and not (trl_path / "trl" / "__init__.py").is_file():
+            s.error = f"TRL {version} not found in {trl_path}: run `make bench-deps` first"
+        sides.append(s)
+    return sides
+
+
+# ----------------------------------------------------------------------------- rows and ratios
+
+
+def side_row(model: str, algo: str, side: str, recs: list[dict], completions: int, *, error: str | None = None,
+             ready: dict | None = None) -> dict:
+    """Medians over the measured rounds (warm-up dropped) of one side's step records, with their spreads."""
+    kept = measured(recs)
+    row: dict = {"model": model, "algo": algo, "side": side}
+    if ready and ready.get("threads"):
+        row["threads"] = threads_label(ready["threads"])
+    if not kept:
+        return row | {"error": error or "no measured step", "raw_s": recs}
+    walls = summary([s["wall_s"] for s in kept])
+    row |= {"rounds": len(kept), "samples_per_s": completions / walls["median"], "step_median_s": walls["median"],
+            "step_iqr_pct": walls["iqr_pct"], "spread_pct": walls["spread_pct"], "step_min_s": walls["min"],
+            "step_max_s": walls["max"]}
+    row |= {f"{p}_s": median([s.get(p, 0.0) for s in kept]) for p in PHASES}
+    if any(s.get("rollout_wait") for s in kept):
+        row["rollout_wait_s"] = median([s.get("rollout_wait", 0.0) for s in kept])
+    lens = [s["response_len"] for s in kept if s.get("response_len") is not None]
+    if lens:
+        row["response_len"] = median(lens)
+    if error:
+        row["error"] = error
+    if ready:
+        row["threads_detail"] = ready.get("threads")
+        if ready.get("config"):
+            row["trl_config"] = json.dumps(ready["config"])
+    return row | {"raw_s": recs}
+
+
+def overlap_ratio(overlapped: dict, sync: dict) -> float:
+    """The overlapped row's step over max(generate, train) of the synchronous row (its phases measured alone)."""
+    return overlapped["step_median_s"] / max(sync["generate_s"], sync["train_s"])
 
 
 # ----------------------------------------------------------------------------- main
 
 
-def side_row(model: str, algo: str, side: str, res: dict, a) -> dict:
-    if "error" in res:  # the log tail goes with the raw data (not printed in the table)
-        return {"model": model, "algo": algo, "side": side, "error": res["error"], "raw_s": {"tail": res.get("tail")}}
-    kept = res["steps"][a.warmup:]
-    walls = [s["wall_s"] for s in kept]
-    row = {"model": model, "algo": algo, "side": side, "steps": len(kept),
-           "samples_per_s": a.completions / median(walls), "step_median_s": median(walls),
-           "step_min_s": min(walls), "step_max_s": max(walls), "spread_pct": spread_pct(walls)}
-    row |= {f"{p}_s": median([s.get(p, 0.0) for s in kept]) for p in PHASES}
-    lens = [s["response_len"] for s in kept if s.get("response_len") is not None]
-    if lens:
-        row["response_len"] = median(lens)
-    row["raw_s"] = res["steps"]
-    return row
-
-
 def prepare_run(a: argparse.Namespace) -> tuple[float, float, float]:
-    """Shared set-up of the TRL comparisons: --quick, the thread count, offline W&B; returns the load
-    average at the start (reported in the notes)."""
+    """--quick, the thread count, offline W&B (shared with trl_offline); returns the load average now."""
     if a.quick:
         a.models, a.steps = "tiny", 2
     a.threads = a.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 2
@@ -335,95 +286,114 @@ def prepare_run(a: argparse.Namespace) -> tuple[float, float, float]:
     return os.getloadavg()
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="rlcustom bench trl_rl")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--models", default="tiny,smollm2-135m-instruct")
     p.add_argument("--algos", default="grpo,ppo")
-    p.add_argument("--steps", type=int, default=3, help="measured steps per side (after --warmup)")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=6, help="measured rounds at most (one step of each side per round)")
+    p.add_argument("--warmup", type=int, default=1, help="rounds dropped at the start")
+    p.add_argument("--stop-spread", type=float, default=10.0,
+                   help="stop after 4 measured rounds once every side's and ratio's spread is under this %% (0: off)")
     p.add_argument("--completions", type=int, default=8, help="completions per step (GRPO: one group; PPO: prompts)")
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="rlcustom's model.dtype")
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rlcustom's generation engine")
-    p.add_argument("--vllm", default="auto", choices=["auto", "skip"], help="also try TRL GRPO with vLLM (tiny)")
+    p.add_argument("--vllm", default="skip", choices=["auto", "skip"], help="also try TRL GRPO with vLLM (tiny)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per process/actor (default: OMP_NUM_THREADS or 2)")
-    p.add_argument("--score-threads", type=int, default=None,
-                   help="threads of rlcustom's reward/reference/critic actors (default: threads // 2)")
-    p.add_argument("--quick", action="store_true", help="tiny model only, 2 measured steps")
+                   help="torch/OpenMP/MKL threads of every process and role actor (default: OMP_NUM_THREADS or 2)")
+    p.add_argument("--overlap", default="on", choices=["on", "off"], help="the rlcustom max_staleness=1 row")
+    p.add_argument("--overlap-threads", type=int, default=None,
+                   help="threads per role of the max_staleness=1 row, whose generation and training run at once "
+                        "(default: threads // 2, so the two add up to --threads)")
+    p.add_argument("--quick", action="store_true", help="tiny model, 2 measured rounds (writes trl_rl_quick.json)")
     p.add_argument("--tag", default="", help="write results/trl_rl_<tag>.json (a variant run) instead of trl_rl.json")
     a = p.parse_args(argv)
-    if a.worker:
-        return worker(a.worker)
-    load_start = prepare_run(a)
-    import ray
+    a.overlap, a.stop_spread, a.tag = a.overlap == "on", 0.0 if a.quick else a.stop_spread, a.tag or ("quick" if a.quick else "")
+    return a
 
+
+def run_case(model: str, mdir: str, algo: str, a, tmp: Path) -> tuple[list[dict], dict, list[str]]:
+    """Start the sides, alternate whole steps, stop them; rows, ratios and notes of one (model, algo)."""
+    case, sides = f"{algo}@{model}", make_sides(model, mdir, algo, a, tmp)
+    load_before = os.getloadavg()
+    for s in sides:
+        if s.error is None:
+            s.start()
+            print(f"{case}: {s.name} " + (f"failed to start: {s.error}" if s.error else "ready"), flush=True)
+
+    def progress(r: int, out: dict) -> None:
+        print(f"{case} round {r + 1}{' (warm-up)' if r < a.warmup else ''}: " + ", ".join(
+            f"{k} {v[-1]['wall_s']:.2f} s" for k, v in out.items() if v and v[-1]["round"] == r), flush=True)
+
+    ours = [s.name for s in sides if s.name.startswith("rlcustom")]
+    theirs = [s.name for s in sides if s.name.startswith("trl")]
+    try:
+        out = alternate(sides, a.steps, a.warmup, stop_spread_pct=a.stop_spread, min_rounds=min(4, a.steps),
+                        ratio_pairs=[(o, t) for o in ours for t in theirs], on_round=progress)
+    finally:
+        for s in sides:
+            s.close()
+    load_after = os.getloadavg()
+    rows = [side_row(model, algo, s.name, out[s.name], a.completions, error=s.error, ready=s.ready) for s in sides]
+    for r in rows:
+        r |= {"load_1m_before": load_before[0], "load_1m_after": load_after[0]}
+    ratios, notes = pair_ratios(case, out, ours, theirs), []
+    by = {r["side"]: r for r in rows}
+    sync, ovl = by.get("rlcustom", {}), by.get("rlcustom max_staleness=1", {})
+    if "step_median_s" in sync and "step_median_s" in ovl:
+        ovl["overlap_ratio"] = overlap_ratio(ovl, sync)
+        ratios[f"{case}: max_staleness=1 step / max(generate, train) of max_staleness=0"] = ovl["overlap_ratio"]
+        ratios |= pair_ratios(case, out, ["rlcustom max_staleness=1"], ["rlcustom"])
+    notes += [f"{case}: {s.name} failed: {s.error}" for s in sides if s.error]
+    return rows, ratios, notes
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse(argv)
+    load_start = prepare_run(a)
+    a.overlap_threads = a.overlap_threads or max(1, a.threads // 2)
     rows, ratios, notes = [], {}, []
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_trl_rl_") as tmpd:
         tmp = Path(tmpd)
-        models = prep_models(tmp, a.models.split(","))
-        for model, mdir in models.items():
+        for model, mdir in prep_models(tmp, a.models.split(",")).items():
             for algo in a.algos.split(","):
-                version = TRL_GRPO_VERSION if algo == "grpo" else TRL_PPO_VERSION
-                spec = {"algo": algo, "model_dir": mdir, "warmup": a.warmup, "steps": a.steps,
-                        "completions": a.completions, "new_tokens": a.new_tokens, "lr": a.lr, "seed": a.seed,
-                        "threads": a.threads}
-                try:
-                    ours = rlcustom_run(algo, mdir, a, tmp)
-                except Exception as e:  # noqa: BLE001 - keep the other cases' numbers (a signal still stops the run)
-                    if type(e).__name__ == "Interrupted":
-                        raise
-                    ours = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
-                    notes.append(f"rlcustom {algo} on {model} failed: {ours['error']}")
-                theirs = run_worker("trl_rl", version, spec, a.threads)
-                r_ours = side_row(model, algo, "rlcustom", ours, a)
-                r_trl = side_row(model, algo, f"trl-{version}", theirs, a)
-                if "config" in theirs:
-                    r_trl["trl_config"] = json.dumps(theirs["config"])
-                rows += [r_ours, r_trl]
-                if "error" not in theirs and "error" not in ours:
-                    ratios[f"{algo}@{model}: rlcustom/trl-{version} default (samples/s)"] = (
-                        r_ours["samples_per_s"] / r_trl["samples_per_s"])
-                else:
-                    notes.append(f"TRL {version} {algo} on {model} failed: {theirs['error']}")
-                if algo == "grpo" and model == "tiny" and a.vllm == "auto":
-                    res = run_worker("trl_rl", version, spec | {"vllm": True}, a.threads, timeout_s=420)
-                    r_v = side_row(model, algo, f"trl-{version}+vllm", res, a)
-                    rows.append(r_v)
-                    if "error" in res:
-                        notes.append(f"TRL {version} GRPO with vLLM (colocate) does not run here: {res['error']}")
-                    elif "error" not in ours:
-                        ratios[f"grpo@{model}: rlcustom/trl-{version}+vllm (samples/s)"] = (
-                            r_ours["samples_per_s"] / r_v["samples_per_s"])
-                print(f"{algo}@{model}: " + ", ".join(
-                    f"{r['side']} {r.get('samples_per_s', float('nan')):.2f} samples/s" for r in rows[-3:]
-                    if r["model"] == model and r["algo"] == algo), flush=True)
-    if ray.is_initialized():
-        ray.shutdown()
-    notes += ["samples/s = completions per step / median step wall time over the measured steps (warm-up dropped)",
+                r, q, n = run_case(model, mdir, algo, a, tmp)
+                rows, ratios, notes = rows + r, ratios | q, notes + n
+    load_end = os.getloadavg()
+    notes += ["sides alternate whole optimizer steps, A B A B ...: each side is one persistent process that runs "
+              "one step per command and then blocks, so all are alive but one computes at a time; the first "
+              f"{a.warmup} round(s) are dropped, then at most {a.steps} measured rounds",
+              f"early stop: after 4 measured rounds once every side's and ratio's spread is under {a.stop_spread:g}%"
+              if a.stop_spread else "",
+              "samples/s = completions per step / median step wall time over the measured rounds; spread_pct = "
+              "(max - min) / median, step_iqr_pct = interquartile range / median; ratios: per round (ours / theirs "
+              "samples/s = their step / ours), then median, spread and IQR over the rounds",
+              f"threads: every process and role actor {a.threads} torch threads with OMP_NUM_THREADS = "
+              f"MKL_NUM_THREADS = {a.threads} (as each reported: threads column); the max_staleness=1 row runs "
+              f"generation and training at once, each role with {a.overlap_threads}",
+              "overlap_ratio = max_staleness=1 step / max(generate, train) of the max_staleness=0 row (phases "
+              "measured one at a time in the same run); its generate_s is only the wait for a batch launched in "
+              "the step before, rollout_wait_s the sync stage's wait for the next one",
               "rlcustom GRPO = pg trainer with advantage grpo (TRL's default GRPO has beta=0 and one update per "
               "generation, so neither side computes reference or old log-probs)",
               "TRL phases: generate = its generation call, score = rewards (+ value/reference forwards for PPO), "
-              "train = step wall - generate - score; sync = vLLM weight sync (0 without vLLM: one model)",
-              "rlcustom phases: the trainer's timing/* metrics (each role is a Ray actor; sync = LoRA adapter "
-              "learner -> rollout)",
-              "sides run back to back per (model, algo), in one run, same prompts/seed/settings",
-              "load average (1, 5, 15 min) at start %s, at end %s (shared machine)"
-              % tuple(", ".join(f"{x:.1f}" for x in la) for la in (load_start, os.getloadavg())),
+              "train = step wall - generate - score; rlcustom phases: its timing/* metrics (Ray actors)",
+              "load average (1, 5, 15 min) at start %s, at end %s" % tuple(
+                  ", ".join(f"{x:.2f}" for x in la) for la in (load_start, load_end)),
               f"total wall {time.perf_counter() - t_start:.0f} s"]
     from benchmarks.common import report
 
     report("trl_rl" + (f"_{a.tag}" if a.tag else ""), {
-                      "models": a.models, "algos": a.algos, "steps": a.steps, "warmup": a.warmup,
-                      "completions_per_step": a.completions, "new_tokens": a.new_tokens, "lr": a.lr, "seed": a.seed,
-                      "rlcustom_dtype": a.dtype, "rlcustom_engine": a.engine, "threads": a.threads,
-                      "score_threads": a.score_threads or max(1, a.threads // 2),
-                      "lora": LORA, "trl_grpo": TRL_GRPO_VERSION, "trl_ppo": TRL_PPO_VERSION},
-           rows, ratios, notes)
+        "models": a.models, "algos": a.algos, "steps": a.steps, "warmup": a.warmup, "stop_spread_pct": a.stop_spread,
+        "completions_per_step": a.completions, "new_tokens": a.new_tokens, "lr": a.lr, "seed": a.seed,
+        "rlcustom_dtype": a.dtype, "rlcustom_engine": a.engine, "threads": a.threads,
+        "overlap_threads": a.overlap_threads if a.overlap else None, "lora": LORA, "trl_grpo": TRL_GRPO_VERSION,
+        "trl_ppo": TRL_PPO_VERSION, "load_avg_start": ", ".join(f"{x:.2f}" for x in load_start),
+        "load_avg_end": ", ".join(f"{x:.2f}" for x in load_end)},
+        rows, ratios, [n for n in notes if n], command=" ".join(["rlcustom bench trl_rl", *(argv or [])]))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,25 @@ def _pairs(d: Mapping[str, Any], head: tuple[str, str] = ("key", "value")) -> li
     return [f"| {head[0]} | {head[1]} |", "|---|---|"] + [f"| {fmt(k)} | {fmt(v)} |" for k, v in items] + [""]
 
 
+RATIO_STATS = (" spread %", " IQR %", " min", " max")  # a ratio's spread over rounds: "<key> spread %", ...
+
+
+def _ratios(r: Mapping[str, Any]) -> list[str]:
+    """The ratios as key/value pairs, or, when some come with their spread over rounds (``<key> spread %``,
+    ``<key> IQR %``, ``<key> min``, ``<key> max``), one row per ratio with those as columns."""
+    def stat_of(k: str) -> bool:
+        return any(k.endswith(s) and k[: -len(s)] in r for s in RATIO_STATS)
+
+    stats = [s for s in RATIO_STATS if any(stat_of(k) and k.endswith(s) for k in r)]
+    if not stats:
+        return _pairs(r, ("ratio", "value"))
+    out = ["| ratio | median | " + " | ".join(s.strip() for s in stats) + " |", "|---|" + "---|" * (1 + len(stats))]
+    for k, v in r.items():
+        if not stat_of(k) and _scalar(v):
+            out.append(f"| {fmt(k)} | {fmt(v)} | " + " | ".join(fmt(r.get(k + s)) for s in stats) + " |")
+    return out + [""]
+
+
 def _machine(d: Mapping[str, Any]) -> str:
     m = d.get("machine") or {}
     if not m:
@@ -112,7 +131,7 @@ def render(name: str, *, level: int = 3, full: bool = True, root: Path = RESULTS
     elif isinstance(d.get("results"), list):
         out += table(_flatten(v) for v in d["results"] if isinstance(v, Mapping))
     if isinstance(d.get("ratios"), Mapping) and d["ratios"]:
-        out += _pairs(d["ratios"], ("ratio", "value"))
+        out += _ratios(d["ratios"])
     if full and isinstance(d.get("settings"), Mapping):
         out += ["Settings:", ""] + _pairs(d["settings"], ("setting", "value"))
     if full and d.get("notes"):

@@ -104,6 +104,16 @@ def test_results_tables_are_the_json_numbers(tmp_path):
     assert "raw_s" not in text and "2026-01-02 03:04 UTC on 2 CPUs" in text
 
 
+def test_ratios_with_spreads_over_rounds_are_one_row_each(tmp_path):
+    d = {"benchmark": "y", "command": "rlcustom bench y --steps 6", "rows": [],
+         "ratios": {"a/b": 2.0, "a/b spread %": 12.5, "a/b IQR %": 4.0, "a/b min": 1.8, "a/b max": 2.05, "c/d": 1.5}}
+    (tmp_path / "y.json").write_text(json.dumps(d))
+    text = results.render("y", root=tmp_path)
+    assert "| ratio | median | spread % | IQR % | min | max |" in text
+    assert "| a/b | 2 | 12.5 | 4 | 1.8 | 2.05 |" in text and "| c/d | 1.5 | — | — | — | — |" in text
+    assert "Command: `rlcustom bench y --steps 6`" in text
+
+
 def test_every_results_file_renders_and_every_marker_names_one():
     for name in results.names():
         assert f"`{name}`" in results.render(name)
