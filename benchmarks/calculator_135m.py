@@ -66,7 +66,7 @@ def _configs(out: Path):
     from rlcustom.data.loaders import is_validation
     from rlcustom.data.tasks import FORMATS, task_records
 
-    tool = load_config(str(RL_CONFIG), [f"output_dir={out}/eval"])
+    tool = load_config(str(RL_CONFIG), [f"output_dir={out}/eval", "rollout.wall_s=3600"])  # no wall-time cut in eval
     held = [r for _, r in task_records(tool.data.prompts)
             if is_validation(r["prompt"], tool.data.val_fraction, tool.seed)]
     path = out / "heldout_plain.jsonl"

@@ -254,3 +254,20 @@ def test_heldout_accuracy_runs_greedy_episodes_with_the_env(tiny_dir, tmp_path):
     r = heldout_accuracy(cfg, str(tiny_dir))
     assert (r["n"], r["accuracy"], r["failed"]) == (8, 0.5, 0) and r["se"] == pytest.approx(0.5 / 8 ** 0.5)
     assert r["env"]["turns"] == 1.0 and [s for _, _, s in r["samples"]] == [float(i % 2) for i in range(8)]
+
+
+def test_sft_traces_are_token_identical_to_the_episode_they_teach(engine):
+    """The second trace record's chat-formatted context is the episode's own token stream: the prompt, the
+    call as sampled with its end-of-turn token, and the observation delta the rollout loop appends."""
+    from rlcustom.data.chat import format_prompt
+    from rlcustom.data.loaders import load_sft
+
+    tok = engine.tokenizer
+    rows = load_sft("task:arithmetic?digits=3&terms=2&ops=*&n=3&seed=1&format=calculator&trace=calculator",
+                    split="all")
+    eos = set(engine.eos_ids)
+    for call, answer in zip(rows.select(range(0, 6, 2)), rows.select(range(1, 6, 2))):
+        prompt = tok(format_prompt(tok, call["messages"]), add_special_tokens=False)["input_ids"]
+        sampled = tok(call["completion"], add_special_tokens=False)["input_ids"] + [engine.eos_ids[0]]
+        obs = TurnMarkup(tok).ids(answer["messages"][2]["content"], sampled[-1], eos)
+        assert tok(format_prompt(tok, answer["messages"]), add_special_tokens=False)["input_ids"] == prompt + sampled + obs
