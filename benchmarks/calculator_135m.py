@@ -4,7 +4,8 @@ the calculator, before training, after an SFT warm start and after RL.
     python -m benchmarks.calculator_135m [--out runs/calculator_135m] [--sft-steps 40] [--rl-steps 20]
                                          (not part of `rlcustom bench all`; ~30 min on 2 CPU cores)
 
-Stages, each skipped when its result exists (delete it to redo):
+Stages, each skipped when its result exists (delete it to redo); a model is evaluated as soon as it exists
+(the untrained one first):
 
 1. ``sft``: ``rlcustom train configs/examples/calculator_sft.yaml`` -> ``OUT/sft/model``: LoRA SFT on
    worked calculator episodes (``task:arithmetic?...&trace=calculator``, seed-1 problems);
@@ -155,19 +156,19 @@ def main(argv=None) -> int:
     a = _parse(argv)
     out = (ROOT / a.out) if not Path(a.out).is_absolute() else Path(a.out)
     only = {s.strip() for s in a.only.split(",") if s.strip()} or {"sft", "rl", "eval", "report"}
-    times: dict[str, float] = {}
-    if "sft" in only:
-        times["sft"] = _train(SFT_CONFIG, out / "sft", [f"steps={a.sft_steps}"] if a.sft_steps else [])
-    if "rl" in only:
-        times["rl"] = _train(RL_CONFIG, out / "rl", [f"model.path={out / 'sft' / 'model'}"]
-                             + ([f"steps={a.rl_steps}"] if a.rl_steps else []))
-    if "eval" not in only and "report" not in only:
-        return 0
+    models = {"base": "smollm2-135m-instruct", "sft": out / "sft" / "model", "rl": out / "rl" / "model"}
+    res: dict = {}
+    for stage, config, overrides in (  # each trained model is evaluated as soon as it exists
+            ("sft", SFT_CONFIG, [f"steps={a.sft_steps}"] if a.sft_steps else []),
+            ("rl", RL_CONFIG, [f"model.path={out / 'sft' / 'model'}"] + ([f"steps={a.rl_steps}"] if a.rl_steps else [])),
+            (None, None, [])):
+        if "eval" in only or "report" in only:
+            res = _evaluate(out, {k: v for k, v in models.items() if k == "base" or Path(v).is_dir()}, a.limit)
+        if stage in only:
+            _train(config, out / stage, overrides)
     from rlcustom.metrics_record import read_metrics
 
-    models = {"base": "smollm2-135m-instruct", "sft": out / "sft" / "model", "rl": out / "rl" / "model"}
-    res = _evaluate(out, {k: v for k, v in models.items() if k == "base" or Path(v).is_dir()}, a.limit)
-    if "report" not in only or len(res["cells"]) < len(MODELS) * len(MODES):
+    if "report" not in only or len(res.get("cells", {})) < len(MODELS) * len(MODES):
         return 0
     rl_rows = read_metrics(out / "rl")
     stage = {s: json.loads((out / s / "stage.json").read_text()) for s in ("sft", "rl") if (out / s / "stage.json").is_file()}
