@@ -11,6 +11,14 @@
   as ``solution``. (The same file given as ``data.prompts=data/gsm8k.jsonl`` works too, with the raw
   answer, which the verifiable rewards reduce to ``42``.)
 
+``trace=calculator`` (arithmetic with ``format=calculator``) turns each problem into supervised
+fine-tuning records for the ``sft`` trainer: the worked tool-using episode, in exactly the format
+``rollout.env: calculator`` parses. Two records per problem, one per model turn: ``{"prompt": question,
+"completion": "<tool>calculator</tool><input>123 * 456</input>"}`` and ``{"messages": [question, that
+call, "<result>56088</result>" as the user's turn, "#### 56088"]}`` (the tool's result is computed by the
+calculator itself). Their ``messages`` record is split by its whole dialogue, not by the question: give
+trace data its own ``seed`` to keep it apart from an RL run's held-out problems.
+
 ``format`` (every task) picks the answer instruction appended to the question: ``hash``
 ("... the final answer after ####"), ``boxed`` (``\\boxed{}``), ``calculator`` (the calculator tool's
 call format, then ``####``; for ``rollout.env: calculator``) or ``none``. The records carry
@@ -29,7 +37,7 @@ from urllib.parse import unquote
 from rlcustom.errors import DataError
 from rlcustom.registry import Registry
 
-__all__ = ["TASKS", "task_records", "parse_task_spec", "FORMATS"]
+__all__ = ["TASKS", "task_records", "parse_task_spec", "FORMATS", "TRACES", "calculator_trace"]
 
 TASKS: Registry = Registry("task")
 
@@ -41,6 +49,24 @@ FORMATS = {
     "calculator": (" You may use a calculator: write <tool>calculator</tool><input>EXPRESSION</input> and you get"
                    " <result>VALUE</result> back. Give the final answer as a number after '####', like '#### 7'."),
 }
+
+
+TRACES = ("none", "calculator")
+
+
+def calculator_trace(question: str, expression: str, answer: str) -> list[dict]:
+    """The two SFT records (one per model turn) of a calculator episode that answers ``question``."""
+    from rlcustom.envs.tools import calculator
+
+    call = f"<tool>calculator</tool><input>{expression}</input>"
+    result = calculator(expression)
+    if result != answer:
+        raise DataError(f"calculator trace: {expression!r} gives {result}, the task's answer is {answer}")
+    user = {"role": "user", "content": question}
+    return [{"prompt": question, "completion": call, "answer": answer, "task": "arithmetic"},
+            {"messages": [user, {"role": "assistant", "content": call},
+                          {"role": "user", "content": f"<result>{result}</result>"},
+                          {"role": "assistant", "content": f"#### {answer}"}], "answer": answer, "task": "arithmetic"}]
 
 
 def parse_task_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -103,6 +129,11 @@ def arithmetic(p: _Params) -> list[dict]:
     digits, terms, n, seed = p.get("digits", 2), p.get("terms", 2), p.get("n", 512), p.get("seed", 0)
     ops = p.get("ops", "+", str)
     suffix = _instruction(p)
+    trace = p.get("trace", "none", str)
+    if trace not in TRACES:
+        raise DataError(f"{p.spec}: trace={trace!r}; expected one of {', '.join(TRACES)}")
+    if trace == "calculator" and p.get("format", "hash", str) != "calculator":
+        raise DataError(f"{p.spec}: trace=calculator needs format=calculator (the prompt must offer the tool)")
     if not 1 <= digits <= 9 or not 2 <= terms <= 6 or n < 1 or not ops or set(ops) - set(_OPS):
         raise DataError(f"{p.spec}: need 1 <= digits <= 9, 2 <= terms <= 6, n >= 1, ops from '+-*'")
     lo, hi = (0 if digits == 1 else 10 ** (digits - 1)), 10 ** digits - 1
@@ -110,12 +141,17 @@ def arithmetic(p: _Params) -> list[dict]:
     def make(rng: random.Random) -> dict:
         nums = [rng.randint(lo, hi) for _ in range(terms)]
         chosen = [rng.choice(ops) for _ in range(terms - 1)]
-        value, expr = nums[0], str(nums[0])
+        value, expr, calc = nums[0], str(nums[0]), str(nums[0])
         for op, x in zip(chosen, nums[1:]):
             value, expr = _OPS[op](value, x), f"{expr} {op} {x}"
-        return {"prompt": f"What is {expr}?{suffix}", "answer": str(value), "task": "arithmetic"}
+            calc = f"({calc}) {op} {x}" if op == "*" and ("+" in calc or "-" in calc) else f"{calc} {op} {x}"
+        rec = {"prompt": f"What is {expr}?{suffix}", "answer": str(value), "task": "arithmetic"}
+        return rec | ({"calc": calc} if trace != "none" else {})  # left to right, as the calculator reads it
 
-    return _unique(make, n, seed, p.spec)
+    records = _unique(make, n, seed, p.spec)
+    if trace == "none":
+        return records
+    return [t for r in records for t in calculator_trace(r["prompt"], r["calc"], r["answer"])]
 
 
 @TASKS.register("countdown")

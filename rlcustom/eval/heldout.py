@@ -3,7 +3,10 @@
 :func:`heldout_accuracy` decodes the validation split of ``cfg.data`` greedily with the ``hf`` engine
 in this process and scores each answer with the config's reward (``exact_match`` & co., reading each
 record's ``answer``): accuracy = share of answers scoring >= ``threshold``, with its standard error
-``sqrt(p (1 - p) / n)`` (answers to distinct prompts are independent draws).
+``sqrt(p (1 - p) / n)`` (answers to distinct prompts are independent draws). With ``rollout.env`` set,
+each held-out prompt is one greedy episode with the environment (:func:`rlcustom.envs.rollout.env_episodes`,
+the rollout role's loop and budgets) and its score is the episode's return; the environment's counters
+(``tool_calls``, ...) are averaged per episode into ``env``.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ __all__ = ["heldout_accuracy", "plot_run", "accuracy_line"]
 
 def heldout_accuracy(cfg, model_path: str, *, limit: int | None = None, max_new_tokens: int | None = None,
                      threshold: float = 1.0, batch_size: int = 64) -> dict[str, Any]:
-    """``{"accuracy", "se", "n", "seconds", "samples": [(prompt, completion, score)]}`` on held-out prompts."""
+    """``{"accuracy", "se", "n", "seconds", "samples": [(prompt, completion, score)]}`` on held-out prompts
+    (and ``"env"``: mean counters per episode, ``"failed"``: failed episodes, with ``rollout.env``)."""
     from rlcustom.data.prompting import build_prompts
     from rlcustom.engines.base import SamplingParams
     from rlcustom.engines.hf import HFEngine
@@ -31,15 +35,28 @@ def heldout_accuracy(cfg, model_path: str, *, limit: int | None = None, max_new_
     engine = HFEngine.from_pretrained(model_path, dtype=cfg.model.dtype, batch_size=batch_size,
                                       trust_remote_code=cfg.model.trust_remote_code)
     params = SamplingParams(max_new_tokens=max_new_tokens or cfg.sampling.max_new_tokens, temperature=0.0, seed=0)
-    ro = engine.generate(ps.ids, params)
+    extra: dict[str, Any] = {}
+    if cfg.rollout.env:
+        from rlcustom.envs.rollout import env_episodes
+
+        ro = env_episodes(engine.generate, engine.tokenizer, engine.eos_ids, ps.ids, ps.fields, params, cfg.rollout,
+                          who="held-out eval")
+        scores = [float(e["return"]) for e in ro.episodes]
+        keys = sorted({k for e in ro.episodes for k in e["counts"]})
+        extra = {"env": {k: sum(e["counts"].get(k, 0.0) for e in ro.episodes) / max(len(ro.episodes), 1)
+                         for k in keys} | {"turns": sum(e["turns"] for e in ro.episodes) / max(len(ro.episodes), 1)},
+                 "failed": sum(bool(e["failure"]) for e in ro.episodes)}
+    else:
+        ro = engine.generate(ps.ids, params)
     completions = ro.texts if len(ro.texts) == len(ro) else tok.batch_decode(ro.response_ids, skip_special_tokens=True)
-    scores = apply_reward(cfg.reward.spec, ps.raw, completions, ro.response_ids, dict(cfg.reward.kwargs),
-                          fields=ps.fields)
+    if not cfg.rollout.env:
+        scores = apply_reward(cfg.reward.spec, ps.raw, completions, ro.response_ids, dict(cfg.reward.kwargs),
+                              fields=ps.fields)
     n = len(scores)
     p = sum(s >= threshold for s in scores) / max(n, 1)
     return {"accuracy": p, "se": math.sqrt(p * (1 - p) / n) if n else 0.0, "n": n,
             "seconds": time.perf_counter() - t0,
-            "samples": list(zip(ps.raw, completions, scores))}
+            "samples": list(zip(ps.raw, completions, scores))} | extra
 
 
 def accuracy_line(name: str, r: dict) -> str:

@@ -207,3 +207,67 @@ def test_bad_environments_each_cost_only_their_episode(engine):
     assert batch["response_mask"][0].sum() > 0 and batch["response_mask"][1:].sum() == 0  # failures train nothing
     m = episode_metrics(ro)
     assert m["env/failed"] == 0.8 and m["env/fail/env_timeout"] == 0.2
+
+
+class RaisesOnStep(Countdown):
+    def step(self, action):
+        raise RuntimeError("tool backend down")
+
+
+class RightAway(Countdown):
+    """The first turn ends the episode with reward row['k']."""
+
+    def reset(self, row):
+        self.k = float(row["k"])
+        return ""
+
+    def step(self, action):
+        return "", self.k, True
+
+
+def test_env_episodes_log_the_first_failures_and_count_all(engine, capsys):
+    from types import SimpleNamespace
+
+    from rlcustom.envs.rollout import env_episodes
+
+    rc = SimpleNamespace(env=f"{__name__}:RaisesOnStep", env_kwargs={}, env_timeout_s=5.0, max_observation_chars=100,
+                         log_failures=2, max_turns=3, max_tokens=64, wall_s=60.0, failure_reward=-1.0,
+                         observation_role="user")
+    tok = engine.tokenizer
+    ro = env_episodes(engine.generate, tok, engine.eos_ids, prompts_of(tok, ["a", "b"]), None,
+                      SamplingParams(max_new_tokens=4, n=2, seed=0), rc, who="eval")
+    assert [e["failure"] for e in ro.episodes] == ["env_error"] * 4 and {e["return"] for e in ro.episodes} == {-1.0}
+    logged = [ln for ln in capsys.readouterr().err.splitlines() if "failed after" in ln]
+    assert len(logged) == 2 and "[rlcustom] eval: episode 0 failed after 1 turn(s): env_error: RuntimeError" in logged[0]
+
+
+def test_heldout_accuracy_runs_greedy_episodes_with_the_env(tiny_dir, tmp_path):
+    import json
+
+    from rlcustom.config import load_config
+    from rlcustom.eval.heldout import heldout_accuracy
+
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}", "k": i % 2}) + "\n" for i in range(8)))
+    cfg = load_config(None, ["trainer=pg", f"model.path={tiny_dir}", f"data.prompts={data}", "data.val_fraction=1.0",
+                             f"rollout.env={__name__}:RightAway", "sampling.max_new_tokens=4"])
+    r = heldout_accuracy(cfg, str(tiny_dir))
+    assert (r["n"], r["accuracy"], r["failed"]) == (8, 0.5, 0) and r["se"] == pytest.approx(0.5 / 8 ** 0.5)
+    assert r["env"]["turns"] == 1.0 and [s for _, _, s in r["samples"]] == [float(i % 2) for i in range(8)]
+
+
+def test_sft_traces_are_token_identical_to_the_episode_they_teach(engine):
+    """The second trace record's chat-formatted context is the episode's own token stream: the prompt, the
+    call as sampled with its end-of-turn token, and the observation delta the rollout loop appends."""
+    from rlcustom.data.chat import format_prompt
+    from rlcustom.data.loaders import load_sft
+
+    tok = engine.tokenizer
+    rows = load_sft("task:arithmetic?digits=3&terms=2&ops=*&n=3&seed=1&format=calculator&trace=calculator",
+                    split="all")
+    eos = set(engine.eos_ids)
+    for call, answer in zip(rows.select(range(0, 6, 2)), rows.select(range(1, 6, 2))):
+        prompt = tok(format_prompt(tok, call["messages"]), add_special_tokens=False)["input_ids"]
+        sampled = tok(call["completion"], add_special_tokens=False)["input_ids"] + [engine.eos_ids[0]]
+        obs = TurnMarkup(tok).ids(answer["messages"][2]["content"], sampled[-1], eos)
+        assert tok(format_prompt(tok, answer["messages"]), add_special_tokens=False)["input_ids"] == prompt + sampled + obs

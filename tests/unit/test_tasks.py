@@ -65,3 +65,35 @@ def test_gsm8k_file(tmp_path):
     assert ds.row_fields[3]["answer"] == "5" and ds.row_fields[3]["solution"].endswith("#### 5")
     held = load_prompts(f"task:gsm8k?path={p}", split="validation", val_fraction=0.3)
     assert 0 < len(held) < 20
+
+
+@pytest.mark.parametrize("spec", ["digits=3&terms=2&ops=*", "digits=2&terms=3&ops=+-*"])
+def test_calculator_traces_are_episodes_the_calculator_env_scores_1(spec):
+    from rlcustom.data.loaders import load_sft
+    from rlcustom.envs.tool_env import calculator_env
+
+    task = f"task:arithmetic?{spec}&n=40&seed=2&format=calculator"
+    problems = [r for _, r in task_records(task)]
+    traces = [r for _, r in task_records(task + "&trace=calculator")]
+    assert len(traces) == 2 * len(problems)
+    for prob, call, answer in zip(problems, traces[::2], traces[1::2]):
+        assert call["prompt"] == prob["prompt"] == answer["messages"][0]["content"]  # the RL task's own prompts
+        assert call["completion"] == answer["messages"][1]["content"]
+        env = calculator_env()
+        env.reset({"answer": prob["answer"]})
+        obs, reward, done, info = env.step(call["completion"])  # the env's own parser runs the call
+        assert (obs, reward, done, info["tool_calls"], info["tool_errors"]) == (answer["messages"][2]["content"], 0.0,
+                                                                                 False, 1.0, 0.0)
+        assert answer["messages"][2]["role"] == "user"  # observations are user turns (rollout.observation_role)
+        assert env.step(answer["messages"][3]["content"])[1:3] == (1.0, True)
+        assert answer["messages"][3]["content"] == f"#### {prob['answer']}"
+    rows = load_sft(task + "&trace=calculator", split="all")  # the sft trainer's loader reads them
+    assert len(rows) == len(traces) and rows[1]["completion"] == traces[1]["messages"][3]["content"]
+    assert [m["role"] for m in rows[1]["messages"]] == ["user", "assistant", "user"]
+
+
+def test_trace_needs_the_calculator_format():
+    with pytest.raises(DataError, match="trace=calculator needs format=calculator"):
+        task_records("task:arithmetic?n=4&trace=calculator")
+    with pytest.raises(DataError, match="trace='x'; expected one of none, calculator"):
+        task_records("task:arithmetic?n=4&format=calculator&trace=x")
