@@ -114,16 +114,24 @@ class RoleHost:
 
         from rlcustom.data.fields import attach_fields
 
-        env = getattr(self.cfg, "rollout", None)  # rollout.env set: multi-turn episodes (rlcustom.envs)
-        env = env if env is not None and env.env else None
         ro = generate_with_retry(rg, prompts, params, on_death=on_death, attempts=attempts, step=self.step_idx,
-                                 episodes=env)
+                                 episodes=self.episodes_cfg())
+        self.log_episode_failures(ro)
+        return attach_fields(ro, prompts)  # each sample carries its record's answer, tests, ... to the reward
+
+    def episodes_cfg(self):
+        """``rollout:`` when ``rollout.env`` is set (rollouts are multi-turn episodes, rlcustom.envs), else None."""
+        env = getattr(self.cfg, "rollout", None)
+        return env if env is not None and env.env else None
+
+    def log_episode_failures(self, ro) -> None:
+        """One event per failed episode (an environment that raised, hung, ...), up to ``rollout.log_failures``."""
+        env = self.episodes_cfg()
         if env is not None:
             from rlcustom.envs.metrics import failure_lines
 
             for line in failure_lines(ro, env.log_failures):
                 self.event(f"step {self.step_idx + 1}: {line}")
-        return attach_fields(ro, prompts)  # each sample carries its record's answer, tests, ... to the reward
 
     @contextlib.contextmanager
     def device_for_training(self, rollout: str = "rollout", learner: str = "learner"):

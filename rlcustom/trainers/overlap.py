@@ -109,7 +109,7 @@ class RolloutOverlap:
             mark = self.sampler.state_dict()
             prompts = self.sampler.take(per_step)
             params = self.sampling_params(step)
-            refs = launch_generate(self.groups["rollout"], prompts, params)
+            refs = launch_generate(self.groups["rollout"], prompts, params, self.episodes_cfg())  # episodes too
             self.in_flight.append(InFlight(step, prompts, params, refs, self.engine_version, mark))
 
     def take_in_flight(self):
@@ -143,7 +143,9 @@ class RolloutOverlap:
 
         rg = self.groups["rollout"]
         try:
-            e.result = attach_fields(Rollouts.concat(rg.get(e.refs, "generate")), e.prompts)
+            ro = Rollouts.concat(rg.get(e.refs, "generate"))
+            self.log_episode_failures(ro)
+            e.result = attach_fields(ro, e.prompts)
         except Exception as err:
             from rlcustom.runtime.transport import actor_died
 

@@ -71,3 +71,22 @@ def test_three_turn_env_with_two_rollout_replicas_completes_and_resumes(tiny_dir
     assert any("resumed from" in e and "step 1" in e for e in resumed["events"])
     assert [h["step"] for h in resumed["history"]] == [2]
     assert resumed["history"][0]["env/turns"] == 3.0 and resumed["history"][0]["reward/mean"] == 0.0
+
+
+def test_episodes_generated_ahead_with_max_staleness_one(tiny_dir, tmp_path):
+    """max_staleness 1: the batch launched during step k's update is episodes too (3 turns, every row's own k),
+    not single answers (in one process: what is checked is what is launched, not the concurrency)."""
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{k}: say something.", "k": k}) + "\n" for k in range(1, 7)))
+    res = run_trainer(load_config(None, [
+        "trainer=pg", f"model.path={tiny_dir}", f"output_dir={tmp_path / 'run'}", f"data.prompts={data}",
+        "data.split=all", "seed=1", "steps=3", "sampling.max_new_tokens=4", "sampling.n=2", "algo.prompts_per_step=2",
+        "engine=hf", "rollout.env=test_env_rollout:ThreeTurnEnv", "rollout.max_turns=5", "rollout.reward=sum",
+        "reward.spec=test_env_rollout:minus_k", "optim.lr=1e-3", "optim.micro_batch_size=4", "tracking.mode=disabled",
+        "algo.max_staleness=1", "algo.is_correction=tis", "roles.learner.zero_stage=0", "cluster.backend=inprocess"]))
+    hist = res["history"]
+    assert [h["rollout/staleness"] for h in hist] == [0.0, 1.0, 1.0]
+    for h in hist:
+        assert h["env/turns"] == 3.0 and h["env/failed"] == 0.0
+        assert h["reward/mean"] == 0.0  # each episode scored with its own row's k
+        assert h["rollout/response_len"] == 12.0  # 3 model turns x 4 trained tokens, observations masked out
