@@ -64,7 +64,7 @@ def collect(runs: Path, beta: float) -> dict:
             m, se, _ = paired(per[lo], per[hi], key)
             step[f"d_{key}"], step[f"d_{key}_se"] = m, se
         steps.append(step)
-    retrained, comparison = [], []
+    retrained, comparison, samples_of = [], [], {}
     for f in sorted(runs.glob("retrained-b*.json")):
         b = float(re.fullmatch(r"retrained-b(.+)\.json", f.name).group(1))
         rec = json.loads(f.read_text())
@@ -72,18 +72,23 @@ def collect(runs: Path, beta: float) -> dict:
         retrained.append({"kind": "retrained", "lam": None, "equivalent_beta": b,
                           **{k: r[k] for k in ("reward", "reward_sem", "kl", "kl_sem", "kl_tokenwise",
                                                "kl_tokenwise_sem", "length", "stopped", "samples")}})
+        rp = samples_of[id(retrained[-1])] = _per_prompt(f.with_name(f.stem + ".samples.jsonl"))[1.0]
         lam = beta / b
         match = next((x for x in rows if math.isclose(x["lam"], lam, rel_tol=1e-6)), None)
         if match is None:
             comparison.append({"retrained_beta": b, "dera_lam": lam, "missing": "no DeRa row at this lam"})
             continue
-        rp = _per_prompt(f.with_name(f.stem + ".samples.jsonl"))[1.0]
         c = {"retrained_beta": b, "dera_lam": lam}
         for key in ("reward", "kl", "kl_tokenwise"):
             m, se, n = paired(per[lam], rp, key)  # retrained - DeRa
             c[f"retrained_minus_dera_{key}"], c[f"retrained_minus_dera_{key}_se"] = m, se
         c["prompts"] = n
         comparison.append(c)
+    base = per.get(0.0)  # lam = 0 decodes pi_sft: every row's reward gain over it, paired by prompt
+    for r in rows + retrained:
+        other = per.get(r["lam"]) if r["kind"] == "dera" else samples_of[id(r)]
+        if base is not None and other is not None:
+            r["reward_minus_sft"], r["reward_minus_sft_se"], _ = paired(base, other, "reward")
     mono = {key: all(s[f"d_{key}"] > 0 for s in steps) for key in ("reward", "kl", "kl_tokenwise")}
     return {"beta": beta, "sweep": {k: sweep[k] for k in ("sft", "adapter", "lams", "prompts", "sampling", "seed",
                                                              "reward", "kl_definition") if k in sweep},
@@ -92,13 +97,16 @@ def collect(runs: Path, beta: float) -> dict:
 
 
 def table(res: dict) -> str:
-    lines = ["| decoded with | lam | beta (= beta / lam) | reward (VADER) | KL to pi_sft (k1, nats) "
-             "| KL tokenwise (nats) | tokens | stopped |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| decoded with | lam | beta (= beta / lam) | reward (VADER) | reward - pi_sft (paired) "
+             "| KL to pi_sft (k1, nats) | KL tokenwise (nats) | tokens | stopped |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         who = "DeRa" if r["kind"] == "dera" else "retrained alone"
         lam = f"{r['lam']:g}" if r["lam"] is not None else "—"
-        eb = f"{r['equivalent_beta']:g}" if r["equivalent_beta"] is not None else "∞ (pi_sft)"
-        lines.append(f"| {who} | {lam} | {eb} | {_pm(r['reward'], r['reward_sem'])} | {_pm(r['kl'], r['kl_sem'], 2)} "
+        eb = f"{r['equivalent_beta']:.3g}" if r["equivalent_beta"] is not None else "∞ (pi_sft)"
+        gain = _pm(r["reward_minus_sft"], r["reward_minus_sft_se"]) if "reward_minus_sft" in r else "—"
+        lines.append(f"| {who} | {lam} | {eb} | {_pm(r['reward'], r['reward_sem'])} | {gain} "
+                     f"| {_pm(r['kl'], r['kl_sem'], 2)} "
                      f"| {_pm(r['kl_tokenwise'], r['kl_tokenwise_sem'], 2)} | {r['length']:.1f} "
                      f"| {100 * r['stopped']:.0f}% |")
     return "\n".join(lines)

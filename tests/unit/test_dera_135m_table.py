@@ -59,3 +59,12 @@ def test_main_writes_json_table_and_plot(tmp_path):
     assert T.main(["--runs", str(runs), "--beta", "0.2", "--out", str(tmp_path / "r.json")]) == 0
     rec = json.loads((tmp_path / "r.json").read_text())
     assert rec["table"].startswith("| decoded with") and (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_reward_gain_over_sft_is_paired(tmp_path):
+    _sweep(tmp_path / "dera.json", [0.0, 1.0], {0.0: [(0.0, 0.0), (0.5, 0.0)], 1.0: [(0.2, 1.0), (0.5, 1.0)]})
+    _sweep(tmp_path / "retrained-b0.2.json", [1.0], {1.0: [(0.1, 1.0), (0.8, 1.0)]})
+    rows = T.collect(tmp_path, beta=0.2)["rows"]
+    assert rows[0]["reward_minus_sft"] == 0.0
+    assert math.isclose(rows[1]["reward_minus_sft"], 0.1) and math.isclose(rows[1]["reward_minus_sft_se"], 0.1)
+    assert math.isclose(rows[2]["reward_minus_sft"], 0.2) and math.isclose(rows[2]["reward_minus_sft_se"], 0.1)
