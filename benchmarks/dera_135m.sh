@@ -1,56 +1,72 @@
 #!/usr/bin/env bash
-# DeRa (decoding-time realignment, Liu et al. 2024) on the embedded 135M model.
+# DeRa (decoding-time realignment, Liu et al. 2024) on the embedded 135M model with a strong reward.
 #
-#   pi_sft     = smollm2-135m-instruct (already instruction-tuned: the reference)
-#   pi_aligned = a DPO LoRA on the bundled HH-RLHF harmless pairs (configs/dpo.yaml)
+#   pi_sft     = smollm2-135m-instruct (the reference)
+#   pi_aligned = a PPO LoRA (RLOO advantage, k1 KL penalty at fixed strength BETA) trained toward VADER's
+#                compound sentiment score (reward vader_sentiment, configs/examples/ppo_sentiment.yaml)
 #
-# then one `rlcustom eval dera` sweep over lambda on held-out prompts: reward-model score and
-# KL to pi_sft per lambda, DeRa (one batched base+LoRA forward per step) beside the
-# weight-interpolated model (1 - lam) * theta_sft + lam * theta_aligned, and the DPO adapter's
-# held-out pair accuracy (implicit reward). Budget sized for 2 shared CPU cores; every size is
-# an environment variable. Writes $OUT/dera.json (+ plot), $OUT/dpo/eval_pairs.json.
+# Stages (each skipped when its output exists, so a cut run resumes; a cut training resumes from its
+# last checkpoint):
+#   1. train pi_aligned at BETA                                   -> $OUT/ppo-b$BETA/
+#   2. `rlcustom eval dera` sweep over LAMS on held-out prompts    -> $OUT/dera.json (+ .png, samples)
+#   3. retrain at each of RETRAIN (default 2*BETA and BETA/2), decode it alone (lam = 1) on the same
+#      prompts with the same seed                                   -> $OUT/ppo-b$B/, $OUT/retrained-b$B.json
+#   4. collect                                                      -> benchmarks/results/dera_135m.json + .png
+# DeRa's claim (its Eq. 9 / Sec. 4): decoding at lam approximates the model retrained at BETA / lam, so the
+# retrained points at 2*BETA and BETA/2 should sit beside the DeRa rows at lam = 0.5 and 2.
 #
-#   RM=runs/exp/rm/model bash benchmarks/dera_135m.sh
-#   REWARD="reward.spec=politeness" bash benchmarks/dera_135m.sh    # a rule reward instead of a reward model
-#   RESCORE=1 bash benchmarks/dera_135m.sh   # only score the kept samples of $OUT/dera.json with the reward model
+#   bash benchmarks/dera_135m.sh                     # everything (about 50 min of 2 CPU cores)
+#   STAGES="train sweep" bash benchmarks/dera_135m.sh    # only the aligned model and the lambda sweep
+#   BETA=0.1 RETRAIN="0.2 0.05" OUT=runs/dera-b01 bash benchmarks/dera_135m.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RLC=${RLC:-.venv/bin/rlcustom}
+PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/dera-135m}
-RM=${RM:-runs/exp/rm/model}               # a Bradley-Terry RewardModel directory (head_config.json)
-REWARD=${REWARD:-"reward.spec=model reward.model_path=$RM"}
-STEPS=${STEPS:-20}                        # DPO optimizer steps
-PAIRS=${PAIRS:-4}                         # preference pairs per step
-LR=${LR:-1e-3}                            # DPO LoRA learning rate
+CFG=${CFG:-configs/examples/ppo_sentiment.yaml}
+BETA=${BETA:-0.2}                         # KL strength of the aligned model
+RETRAIN=${RETRAIN:-"0.4 0.1"}             # betas retrained for the comparison (2*BETA, BETA/2); "" skips
+STEPS=${STEPS:-30}                        # RL steps per training run (16 replies per step)
+LR=${LR:-1e-3}                            # LoRA learning rate
 LAMS=${LAMS:-0,0.25,0.5,1,1.5,2}
-PROMPTS=${PROMPTS:-32}                    # held-out prompts per lambda
-NEW=${NEW:-48}                            # new tokens per reply
-# Decoding threads: on 2 cores shared with other jobs, 1 thread decodes ~5x faster than 2
-# (measured 3.4 s vs 26 s for the same sweep row): oversubscribed threads wait on each other.
+PROMPTS=${PROMPTS:-200}                   # held-out prompts per lambda (1 sample each)
+NEW=${NEW:-32}                            # new tokens per reply (as in training)
+STAGES=${STAGES:-"train sweep retrain collect"}
+RESULT=${RESULT:-benchmarks/results/dera_135m.json}
+# Decoding threads: on 2 cores shared with other jobs, 1 thread decodes faster than 2 (measured 3.4 s vs
+# 26 s for the same sweep row): oversubscribed threads wait on each other.
 export OMP_NUM_THREADS=${THREADS:-1}
+SIZES="BETA=$BETA RETRAIN='$RETRAIN' STEPS=$STEPS LR=$LR LAMS=$LAMS PROMPTS=$PROMPTS NEW=$NEW"
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+EVAL_ARGS=(sampling.max_new_tokens=$NEW sampling.temperature=1.0 sampling.n=1 --limit $PROMPTS --samples 4)
 
-if [[ "$REWARD" == *"reward.spec=model"* && ! -f "$RM/head_config.json" ]]; then
-    echo "no reward model at $RM (train one with configs/pipeline/2-reward.yaml, or set RM=... / REWARD=...)" >&2
-    exit 2
+train() {  # train BETA_VALUE: skipped when the run exported its model
+    local b=$1 dir=$OUT/ppo-b$1
+    if [[ -f "$dir/model/config.json" ]]; then echo "==> $dir: trained (skipped)"; return; fi
+    echo "==> train beta=$b -> $dir"
+    $RLC train "$CFG" output_dir="$dir" algo.kl_coef="$b" steps=$STEPS optim.lr=$LR save_every=10 resume=auto
+}
+
+has train && train "$BETA"
+
+if has sweep; then
+    if [[ -f "$OUT/dera.json" ]]; then echo "==> $OUT/dera.json: swept (skipped)"; else
+        echo "==> DeRa sweep over lam = $LAMS"
+        $RLC eval dera "$CFG" output_dir="$OUT/ppo-b$BETA" "${EVAL_ARGS[@]}" --adapter "$OUT/ppo-b$BETA" \
+            --lams "$LAMS" --out "$OUT/dera.json"
+    fi
 fi
 
-if [[ -n "${RESCORE:-}" ]]; then
-    $RLC eval dera configs/dpo.yaml output_dir=$OUT/dpo $REWARD --rescore --samples 3 --out $OUT/dera.json
-    exit 0
+if has retrain; then
+    for b in $RETRAIN; do
+        train "$b"
+        if [[ -f "$OUT/retrained-b$b.json" ]]; then echo "==> $OUT/retrained-b$b.json: decoded (skipped)"; continue; fi
+        $RLC eval dera "$CFG" output_dir="$OUT/ppo-b$b" "${EVAL_ARGS[@]}" --adapter "$OUT/ppo-b$b" --lams 1 \
+            --out "$OUT/retrained-b$b.json"
+    done
 fi
 
-# 1. DPO LoRA (skipped when $OUT/dpo already holds a finished run)
-if [[ ! -f "$OUT/dpo/model/config.json" ]]; then
-    $RLC train configs/dpo.yaml output_dir=$OUT/dpo steps=$STEPS algo.pairs_per_step=$PAIRS \
-        algo.max_completion_tokens=32 data.max_prompt_tokens=64 optim.lr=$LR save_every=10 \
-        tracking.mode=offline resume=never
+if has collect; then
+    $PY -m benchmarks.dera_135m_table --runs "$OUT" --beta "$BETA" --out "$RESULT" \
+        --command "bash benchmarks/dera_135m.sh" --settings "$SIZES"
 fi
-
-# 2. held-out pair accuracy of the DPO policy's implicit reward log pi - log pi_sft
-$RLC eval configs/dpo.yaml output_dir=$OUT/dpo --metrics pairs --pairs 64 data.max_prompt_tokens=64 \
-    --out $OUT/dpo/eval_pairs.json
-
-# 3. the lambda sweep: the adapter is read from the run's last checkpoint (model.lora from the config)
-$RLC eval dera configs/dpo.yaml output_dir=$OUT/dpo $REWARD sampling.max_new_tokens=$NEW \
-    sampling.temperature=1.0 data.max_prompt_tokens=64 --adapter $OUT/dpo --lams $LAMS --interp \
-    --limit $PROMPTS --samples 3 --out $OUT/dera.json

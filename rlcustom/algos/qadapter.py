@@ -17,6 +17,13 @@ by ``Q_theta`` (Corollary 4.1, Eq. 9) is
 and ``Q_theta`` is trained with a Bradley-Terry loss on these rewards plus an L2
 penalty (Eq. 10). Paper defaults (Table 3): alpha~ = 1.0, alpha0 = 0.01, beta = 0.1, gamma = 1.0.
 
+The Bradley-Terry logit's scale (``bt_scale``, :func:`bt_temperature`): ``"paper"`` uses Eq. 10's
+``R_w - R_l`` as written; ``"official"`` divides it by ``L - 1``, ``L`` the padded sequence length
+(prompt + reply columns) of the batch, as the authors' released code does (it divides the stacked
+(chosen, rejected) reward sums by the number of shifted positions before its cross-entropy). The
+paper's beta = 0.1 was tuned with that temperature: it makes the preference term's gradient per
+token about ``1/(L-1)`` as large, so at the same beta the L2 penalty weighs far more.
+
 Applied by the learner objective ``qadapter`` (:mod:`rlcustom.objectives.qadapter`).
 """
 from __future__ import annotations
@@ -28,7 +35,9 @@ import torch.nn.functional as F
 
 from rlcustom.algos.masked import masked_mean, masked_sum
 
-__all__ = ["residual_rewards", "qadapter_loss", "qadapter_logits"]
+__all__ = ["residual_rewards", "qadapter_loss", "qadapter_logits", "bt_temperature", "BT_SCALES"]
+
+BT_SCALES = ("paper", "official")
 
 
 def _check_alpha(alpha: float) -> float:
@@ -36,6 +45,22 @@ def _check_alpha(alpha: float) -> float:
     if not (math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha (the entropy weight alpha~) must be finite and > 0; got {alpha}")
     return alpha
+
+
+def bt_temperature(bt_scale: str, seq_len: int) -> float:
+    """The divisor ``tau`` of the Bradley-Terry logit ``(R_w - R_l) / tau`` in :func:`qadapter_loss`.
+
+    ``"paper"``: ``tau = 1`` (Eq. 10 as printed). ``"official"``: ``tau = L - 1`` with ``L = seq_len``,
+    the padded length of the batch's rows (prompt + reply columns): the authors' code divides the
+    reward sums by the length of its shifted ``[B, L-1]`` per-token reward tensor.
+    """
+    if bt_scale not in BT_SCALES:
+        raise ValueError(f"bt_scale must be one of {', '.join(BT_SCALES)}; got {bt_scale!r}")
+    if bt_scale == "paper":
+        return 1.0
+    if int(seq_len) < 2:
+        raise ValueError(f"bt_scale='official' needs a padded sequence length >= 2; got {seq_len}")
+    return float(int(seq_len) - 1)
 
 
 def residual_rewards(
@@ -102,13 +127,16 @@ def qadapter_loss(
     rejected_mask: torch.Tensor,
     beta: float = 0.1,
     length_normalize: bool = False,
+    bt_temperature: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Bradley-Terry loss on residual rewards plus an L2 penalty (Q-Adapter Eq. 10):
 
-        loss = mean_pairs[ -log sigmoid(R_w - R_l) ] + beta * mean_{valid tokens of both}(r^2)
+        loss = mean_pairs[ -log sigmoid((R_w - R_l) / tau) ] + beta * mean_{valid tokens of both}(r^2)
 
     ``R = sum_t r_t`` over the response's valid tokens (Eq. 10), or the mean
-    (``length_normalize=True``, an option not in the paper).
+    (``length_normalize=True``, an option not in the paper). ``tau = bt_temperature``: 1 is Eq. 10
+    (``bt_scale: paper``); ``L - 1`` (:func:`bt_temperature` with ``bt_scale: official``) is the
+    authors' released code, which divides the logit by the padded sequence length.
 
     Differences from the paper (the rlcustom spec is followed): Eq. (10) writes the
     penalty *per pair* as a sum over time steps, "||r_2||_2^2 = sum_{t=1}^T
@@ -121,10 +149,11 @@ def qadapter_loss(
         chosen_rewards, rejected_rewards: ``[B, T_w]``, ``[B, T_l]`` from :func:`residual_rewards`.
         chosen_mask, rejected_mask: same shapes, 1 on valid tokens.
         beta: L2 weight (paper: 0.1).
+        bt_temperature: ``tau`` > 0, the Bradley-Terry logit's divisor (1 = the paper).
 
     Returns:
         ``(loss, stats)``; stats: ``accuracy`` (fraction of pairs with ``R_w > R_l``),
-        ``bt_loss``, ``l2_loss`` (``beta * mean r^2``), ``margin`` (mean ``R_w - R_l``),
+        ``bt_loss``, ``l2_loss`` (``beta * mean r^2``), ``margin`` (mean ``R_w - R_l``, before ``/ tau``),
         ``chosen_reward``, ``rejected_reward`` (mean ``R``), all detached.
     """
     for name, r, m in (("chosen", chosen_rewards, chosen_mask), ("rejected", rejected_rewards, rejected_mask)):
@@ -134,6 +163,9 @@ def qadapter_loss(
         raise ValueError(f"chosen and rejected batch sizes differ: {chosen_rewards.shape[0]} vs {rejected_rewards.shape[0]}")
     if float(beta) < 0:
         raise ValueError(f"beta must be >= 0; got {beta}")
+    tau = float(bt_temperature)
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"bt_temperature must be finite and > 0; got {bt_temperature}")
     cw, cl = chosen_mask.bool(), rejected_mask.bool()
     rw = torch.where(cw, chosen_rewards, torch.zeros_like(chosen_rewards))
     rl = torch.where(cl, rejected_rewards, torch.zeros_like(rejected_rewards))
@@ -145,7 +177,7 @@ def qadapter_loss(
         score_w = masked_sum(rw, cw, dim=-1)
         score_l = masked_sum(rl, cl, dim=-1)
     margin = score_w - score_l
-    bt = -F.logsigmoid(margin).mean()
+    bt = -F.logsigmoid(margin / tau).mean()
     n_tok = (cw.sum() + cl.sum()).to(dt).clamp(min=1.0)
     l2 = float(beta) * ((rw * rw).sum() + (rl * rl).sum()) / n_tok
     loss = bt + l2

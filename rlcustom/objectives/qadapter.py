@@ -41,7 +41,7 @@ from typing import Iterator
 
 import torch
 
-from rlcustom.algos.qadapter import qadapter_loss, residual_rewards
+from rlcustom.algos.qadapter import bt_temperature, qadapter_loss, residual_rewards
 from rlcustom.models.forward import response_logits
 from rlcustom.registry import register_objective
 
@@ -132,10 +132,13 @@ def pair_rewards(q_logits: torch.Tensor, base_logprobs: torch.Tensor, batch: dic
 
 @register_objective("qadapter", loss=qadapter_loss)
 def qadapter(model, batch: dict, *, alpha: float = 1.0, alpha0: float = 0.01, gamma: float = 1.0, beta: float = 0.1,
-             length_normalize: bool = False, base_forward: str = "separate", **_) -> tuple[torch.Tensor, dict]:
+             length_normalize: bool = False, base_forward: str = "separate", bt_scale: str = "paper",
+             **_) -> tuple[torch.Tensor, dict]:
     """Q-Adapter loss (Eq. 10) on interleaved (chosen, rejected) rows.
 
-    ``loss = qadapter_loss(r[0::2], m[0::2], r[1::2], m[1::2], beta)`` with
+    ``loss = qadapter_loss(r[0::2], m[0::2], r[1::2], m[1::2], beta, tau)`` with
+    ``tau = bt_temperature(bt_scale, L)``, ``L`` the padded length of the batch's rows (``input_ids``
+    columns: prompt + reply; 1 for ``bt_scale='paper'``, ``L - 1`` for ``'official'``) and
     ``r = residual_rewards(Q_theta, log pi_1, y, m, alpha, alpha0, gamma)``, ``Q_theta``
     the adapted model's response logits (with grad) and ``log pi_1`` the base's
     log-softmax (adapter disabled, no grad). Defaults are the paper's (Table 3).
@@ -174,7 +177,9 @@ def qadapter(model, batch: dict, *, alpha: float = 1.0, alpha0: float = 0.01, ga
         q = response_logits(model, batch).float()
     r = pair_rewards(q, base_lp, batch, alpha=alpha, alpha0=alpha0, gamma=gamma)
     mask = batch["response_mask"]
-    loss, st = qadapter_loss(r[0::2], mask[0::2], r[1::2], mask[1::2], beta=beta, length_normalize=length_normalize)
+    tau = bt_temperature(bt_scale, int(batch["input_ids"].shape[1]))
+    loss, st = qadapter_loss(r[0::2], mask[0::2], r[1::2], mask[1::2], beta=beta, length_normalize=length_normalize,
+                             bt_temperature=tau)
     stats = {f"train/{'reward_accuracy' if k == 'accuracy' else k}": float(v) for k, v in st.items()}
     stats["train/qadapter_loss"] = float(loss.detach())
     return loss, stats

@@ -72,6 +72,7 @@ class QAdapterConfig:
     beta: float = field(default=0.1, metadata=non_negative)  # L2 penalty on the residual rewards (Eq. 10)
     gamma: float = field(default=1.0, metadata=unit_interval)  # discount (Table 3: 1.0)
     length_normalize: bool = False  # mean instead of sum of rewards per reply (not in the paper)
+    bt_scale: Literal["paper", "official"] = "paper"  # BT logit (R_w-R_l)/tau: paper tau=1 (Eq. 10); official: L-1
     base_forward: Literal["cached", "separate", "paired"] = "cached"  # how log pi_1 is computed (see the objective)
     cache_dtype: Literal["float32", "bfloat16"] = "float32"  # cached pi_1 hidden states (bfloat16 halves memory)
     max_completion_tokens: int = field(default=256, metadata=positive)  # most reply tokens per example, EOS included
@@ -151,7 +152,8 @@ class QAdapterTrainer(DatasetTrainer):
                 batch["base_hidden"] = self.base_hidden(rows, batch)
         with self.timer("train"):
             stats = self.learner_train(batch, "qadapter", alpha=a.alpha, alpha0=a.alpha0, beta=a.beta, gamma=a.gamma,
-                                       length_normalize=a.length_normalize, base_forward=a.base_forward)
+                                       length_normalize=a.length_normalize, base_forward=a.base_forward,
+                                       bt_scale=a.bt_scale)
         if self.step_idx + 1 >= self.cfg.steps:  # the last step: the adapter is the product
             self.save_adapter()
         return stats | self.timer.summary()

@@ -149,3 +149,63 @@ def test_qadapter_logits():
     torch.testing.assert_close(pol, unnorm / unnorm.sum())
     with pytest.raises(ValueError):
         qadapter_logits(q, torch.log(p1), alpha=0.0)
+
+
+def test_bt_temperature_paper_and_official():
+    from rlcustom.algos.qadapter import bt_temperature
+
+    assert bt_temperature("paper", 7) == 1.0
+    assert bt_temperature("official", 7) == 6.0  # the released code: logits / (L - 1), L = padded length
+    with pytest.raises(ValueError, match="bt_scale"):
+        bt_temperature("offical", 7)
+    with pytest.raises(ValueError, match="length"):
+        bt_temperature("official", 1)
+    with pytest.raises(ValueError, match="bt_temperature"):
+        qadapter_loss(torch.zeros(1, 1), torch.ones(1, 1), torch.zeros(1, 1), torch.ones(1, 1), bt_temperature=0.0)
+
+
+def test_qadapter_loss_bt_temperature_divides_the_logit_only():
+    cw = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    rl = torch.tensor([[0.5, 9.0]])
+    loss, stats = qadapter_loss(cw, torch.tensor([[1, 1]]), rl, torch.tensor([[1, 0]]), beta=0.1, bt_temperature=5.0)
+    # BT: -log sigmoid((3 - 0.5) / 5) = log(1 + e^-0.5); the L2 term is unchanged: 0.1 * 5.25 / 3 = 0.175
+    assert stats["bt_loss"].item() == pytest.approx(math.log1p(math.exp(-0.5)), abs=1e-6)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-0.5)) + 0.175, abs=1e-6)
+    assert stats["margin"].item() == pytest.approx(2.5)  # reported before the division
+    loss.backward()
+    s = 1.0 / (1.0 + math.exp(0.5))  # d/d r_w,t = -sigmoid(-0.5) / 5 + 0.1 * 2 r_t / 3
+    torch.testing.assert_close(cw.grad, torch.tensor([[-s / 5 + 0.2 / 3, -s / 5 + 0.4 / 3]]))
+
+
+@pytest.mark.parametrize("bt_scale,tau", [("paper", 1.0), ("official", 4.0)])
+def test_qadapter_objective_bt_scale(bt_scale, tau):
+    """One pair, prompt 2 columns + reply 3 columns (L = 5): official divides by L - 1 = 4."""
+    import rlcustom.objectives  # noqa: F401  (registers the objectives)
+    from rlcustom.models.forward import LOGITS
+
+    V = 3
+    q = torch.zeros(2, 3, V)
+    q[0, 0, 1] = 2.0  # chosen's first token; every other Q is 0
+    base = torch.full((2, 3, V), -LN(V))  # uniform pi_1
+    batch = {"input_ids": torch.tensor([[7, 7, 1, 0, 0], [7, 7, 2, 2, 0]]), "prompt_len": 2,
+             "attention_mask": torch.ones(2, 5, dtype=torch.long),
+             "response_mask": torch.tensor([[1, 0, 0], [1, 1, 0]]), LOGITS: q, "base_logprobs": base}
+    loss, stats = OBJECTIVES.get("qadapter")(None, batch, alpha=1.0, alpha0=0.0, beta=0.0, bt_scale=bt_scale)
+    # Eq. 9 with alpha0 = 0, gamma = 1: chosen has one token, r = Q(s1, 1) - 0 (terminal) = 2.
+    # rejected: r1 = Q(s1, 2) - Vsoft(s2) = 0 - log 3, r2 = 0 (terminal); R_l = -log 3.
+    margin = 2.0 + LN(3.0)
+    assert stats["train/margin"] == pytest.approx(margin, abs=1e-6)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-margin / tau)), abs=1e-6)
+
+
+def test_bt_scale_is_a_validated_algo_key():
+    from pathlib import Path
+
+    from rlcustom.config import load_config
+    from rlcustom.errors import ConfigError
+
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "qadapter.yaml"
+    assert load_config(cfg).algo.bt_scale == "paper"
+    assert load_config(cfg, ["algo.bt_scale=official"]).algo.bt_scale == "official"
+    with pytest.raises(ConfigError, match="algo.bt_scale"):
+        load_config(cfg, ["algo.bt_scale=offical"])
