@@ -36,7 +36,7 @@ __all__ = ["SandboxResult", "run_sandboxed", "network_namespace_available"]
 _GUARD = r'''
 import socket as _s
 class _NetworkBlocked(OSError):
-    pass
+    """What user code sees for any socket use: an OSError, as a real network failure would be."""
 def _deny(*a, **k):
     raise _NetworkBlocked("network access is blocked in the rlcustom sandbox")
 class _Socket(_s.socket):

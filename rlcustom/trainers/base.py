@@ -38,7 +38,7 @@ def register_trainer(name: str):
 
 
 class Interrupted(RLCustomError):
-    pass
+    """The run stopped on SIGTERM/SIGINT after finishing its step and writing a checkpoint (the message names it)."""
 
 
 class Trainer(RoleHost, CheckpointMixin):

@@ -16,6 +16,8 @@ from rlcustom.runtime.faults import unwrap_ray_error
 
 class CheckpointMixin:
     def state_dict(self) -> dict[str, Any]:
+        """The trainer's own state beyond the step and sampler (e.g. L3M's EMA of the constraints); a trainer
+        with such state overrides this and :meth:`load_state_dict`."""
         return {}
 
     def sampler_checkpoint_state(self) -> dict[str, int]:
@@ -23,7 +25,7 @@ class CheckpointMixin:
         return self.sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what :meth:`state_dict` returned; nothing to restore for a trainer without own state."""
 
     def save_checkpoint(self) -> Path:
         def write_roles(tmp: Path) -> None:
