@@ -36,16 +36,12 @@ def heldout_accuracy(cfg, model_path: str, *, limit: int | None = None, max_new_
                                       trust_remote_code=cfg.model.trust_remote_code)
     params = SamplingParams(max_new_tokens=max_new_tokens or cfg.sampling.max_new_tokens, temperature=0.0, seed=0)
     extra: dict[str, Any] = {}
-    if cfg.rollout.env:
+    if cfg.rollout.env:  # one greedy episode per prompt, scored by its return
         from rlcustom.envs.rollout import env_episodes
 
         ro = env_episodes(engine.generate, engine.tokenizer, engine.eos_ids, ps.ids, ps.fields, params, cfg.rollout,
                           who="held-out eval")
-        scores = [float(e["return"]) for e in ro.episodes]
-        keys = sorted({k for e in ro.episodes for k in e["counts"]})
-        extra = {"env": {k: sum(e["counts"].get(k, 0.0) for e in ro.episodes) / max(len(ro.episodes), 1)
-                         for k in keys} | {"turns": sum(e["turns"] for e in ro.episodes) / max(len(ro.episodes), 1)},
-                 "failed": sum(bool(e["failure"]) for e in ro.episodes)}
+        scores, extra = [float(e["return"]) for e in ro.episodes], _episode_summary(ro.episodes)
     else:
         ro = engine.generate(ps.ids, params)
     completions = ro.texts if len(ro.texts) == len(ro) else tok.batch_decode(ro.response_ids, skip_special_tokens=True)
@@ -57,6 +53,15 @@ def heldout_accuracy(cfg, model_path: str, *, limit: int | None = None, max_new_
     return {"accuracy": p, "se": math.sqrt(p * (1 - p) / n) if n else 0.0, "n": n,
             "seconds": time.perf_counter() - t0,
             "samples": list(zip(ps.raw, completions, scores))} | extra
+
+
+def _episode_summary(episodes: list[dict]) -> dict[str, Any]:
+    """The environment's counters (tool calls, ...) and turns averaged per episode; failed episodes counted."""
+    n = max(len(episodes), 1)
+    keys = sorted({k for e in episodes for k in e["counts"]})
+    env = {k: sum(e["counts"].get(k, 0.0) for e in episodes) / n for k in keys}
+    return {"env": env | {"turns": sum(e["turns"] for e in episodes) / n},
+            "failed": sum(bool(e["failure"]) for e in episodes)}
 
 
 def accuracy_line(name: str, r: dict) -> str:

@@ -11,7 +11,6 @@ the rollout engine by a hand-over (``get_weights`` -> ``load_weights``), not a t
 """
 from __future__ import annotations
 
-import collections
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -88,8 +87,8 @@ def check_replicas(roles: dict) -> None:
 
 
 def placements(roles: list[str]) -> dict:
-    """Stand-ins for the placement of every role: no bundles, no node (``node_ids[0] is None``)."""
-    return collections.defaultdict(lambda: SimpleNamespace(node_ids=[None], replicas=1))
+    """Stand-ins for the placement of each role: no bundles, no node (``node_ids[0] is None``: this process)."""
+    return {r: SimpleNamespace(node_ids=[None]) for r in roles}
 
 
 def make_group(role: str, cls: type, replicas: int, args_for: Callable[[int], tuple[tuple, dict]]) -> InProcessGroup:
