@@ -69,6 +69,8 @@ if has retrain; then
 fi
 
 if has collect; then
-    $PY -m benchmarks.dera_135m_table --runs "$OUT" --beta "$BETA" --out "$RESULT" \
+    # Without $OUT/dera.json (a fresh machine that ran only "retrain"), the published sweep rows in $RESULT
+    # stand in for it and the comparisons are unpaired.
+    $PY -m benchmarks.dera_135m_table --runs "$OUT" --beta "$BETA" --out "$RESULT" --sweep-from "$RESULT" \
         --command "bash benchmarks/dera_135m.sh" --settings "$SIZES"
 fi

@@ -20,6 +20,10 @@ import time
 from pathlib import Path
 
 
+_ROW_KEYS = ("reward", "reward_sem", "kl", "kl_sem", "kl_tokenwise", "kl_tokenwise_sem", "length", "stopped",
+             "samples")
+
+
 def _mean_se(x: list[float]) -> tuple[float, float]:
     n = len(x)
     m = sum(x) / n
@@ -52,8 +56,7 @@ def collect(runs: Path, beta: float) -> dict:
     sweep = json.loads((runs / "dera.json").read_text())
     per = _per_prompt(runs / "dera.samples.jsonl")
     rows = [{"kind": "dera", "lam": r["lam"], "equivalent_beta": (beta / r["lam"]) if r["lam"] > 0 else None,
-             **{k: r[k] for k in ("reward", "reward_sem", "kl", "kl_sem", "kl_tokenwise", "kl_tokenwise_sem",
-                                  "length", "stopped", "samples")}}
+             **{k: r[k] for k in _ROW_KEYS}}
             for r in sweep["results"] if r["variant"] == "dera"]
     rows.sort(key=lambda r: r["lam"])
     lams = [r["lam"] for r in rows]
@@ -65,14 +68,10 @@ def collect(runs: Path, beta: float) -> dict:
             step[f"d_{key}"], step[f"d_{key}_se"] = m, se
         steps.append(step)
     retrained, comparison, samples_of = [], [], {}
-    for f in sorted(runs.glob("retrained-b*.json")):
-        b = float(re.fullmatch(r"retrained-b(.+)\.json", f.name).group(1))
-        rec = json.loads(f.read_text())
-        r = next(x for x in rec["results"] if x["variant"] == "dera" and x["lam"] == 1.0)
-        retrained.append({"kind": "retrained", "lam": None, "equivalent_beta": b,
-                          **{k: r[k] for k in ("reward", "reward_sem", "kl", "kl_sem", "kl_tokenwise",
-                                               "kl_tokenwise_sem", "length", "stopped", "samples")}})
-        rp = samples_of[id(retrained[-1])] = _per_prompt(f.with_name(f.stem + ".samples.jsonl"))[1.0]
+    for row, rp in _retrained_rows(runs):
+        b = row["equivalent_beta"]
+        retrained.append(row)
+        samples_of[id(row)] = rp
         lam = beta / b
         match = next((x for x in rows if math.isclose(x["lam"], lam, rel_tol=1e-6)), None)
         if match is None:
@@ -96,6 +95,54 @@ def collect(runs: Path, beta: float) -> dict:
             "samples": sweep.get("samples", [])}
 
 
+def _retrained_rows(runs: Path) -> list[tuple[dict, dict[int, dict]]]:
+    """Every ``retrained-b<beta'>.json`` of ``runs``: its lam = 1 row and its per-prompt samples."""
+    out = []
+    for f in sorted(runs.glob("retrained-b*.json")):
+        b = float(re.fullmatch(r"retrained-b(.+)\.json", f.name).group(1))
+        r = next(x for x in json.loads(f.read_text())["results"] if x["variant"] == "dera" and x["lam"] == 1.0)
+        row = {"kind": "retrained", "lam": None, "equivalent_beta": b, **{k: r[k] for k in _ROW_KEYS}}
+        out.append((row, _per_prompt(f.with_name(f.stem + ".samples.jsonl"))[1.0]))
+    return out
+
+
+def _unpaired(a: dict, b: dict, key: str) -> tuple[float, float]:
+    """``b[key] - a[key]`` of two independent rows, SE = sqrt(se_a^2 + se_b^2)."""
+    se = "reward_sem" if key == "reward" else f"{key}_sem"
+    return b[key] - a[key], math.sqrt(a[se] ** 2 + b[se] ** 2)
+
+
+def collect_against(runs: Path, beta: float, prior: dict) -> dict:
+    """The retrained rows of ``runs`` beside the DeRa rows of an earlier result JSON (``prior``).
+
+    Used when the sweep's per-prompt samples are gone (a fresh machine) but its rows were published: the same
+    prompts and seed were decoded, yet the samples cannot be paired, so every difference here is unpaired
+    (its SE the root sum of squares) and says so (``"paired": False``)."""
+    if not math.isclose(float(prior["beta"]), beta):
+        raise SystemExit(f"--sweep-from has beta {prior['beta']}, not --beta {beta}")
+    rows = [r for r in prior["rows"] if r["kind"] == "dera"]
+    base = next((r for r in rows if r["lam"] == 0.0), None)
+    retrained, comparison = [], []
+    for row, _ in _retrained_rows(runs):
+        if base is not None:
+            row["reward_minus_sft"], row["reward_minus_sft_se"] = _unpaired(base, row, "reward")
+            row["reward_minus_sft_paired"] = False
+        retrained.append(row)
+        lam = beta / row["equivalent_beta"]
+        match = next((x for x in rows if math.isclose(x["lam"], lam, rel_tol=1e-6)), None)
+        c = {"retrained_beta": row["equivalent_beta"], "dera_lam": lam, "paired": False}
+        if match is None:
+            comparison.append({**c, "missing": "no DeRa row at this lam"})
+            continue
+        for key in ("reward", "kl", "kl_tokenwise"):
+            c[f"retrained_minus_dera_{key}"], c[f"retrained_minus_dera_{key}_se"] = _unpaired(match, row, key)
+        c["prompts"] = row["samples"]
+        comparison.append(c)
+    return {"beta": beta, "sweep": prior["sweep"], "sweep_date": prior.get("sweep_date", prior.get("date")), "rows": rows + retrained,
+            "steps": prior["steps"], "monotone_in_lam": prior["monotone_in_lam"], "comparison": comparison,
+            "samples": prior.get("samples", [])}
+
+
 def table(res: dict) -> str:
     lines = ["| decoded with | lam | beta (= beta / lam) | reward (VADER) | reward - pi_sft (paired) "
              "| KL to pi_sft (k1, nats) | KL tokenwise (nats) | tokens | stopped |",
@@ -105,6 +152,7 @@ def table(res: dict) -> str:
         lam = f"{r['lam']:g}" if r["lam"] is not None else "—"
         eb = f"{r['equivalent_beta']:.3g}" if r["equivalent_beta"] is not None else "∞ (pi_sft)"
         gain = _pm(r["reward_minus_sft"], r["reward_minus_sft_se"]) if "reward_minus_sft" in r else "—"
+        gain += " (unpaired)" if r.get("reward_minus_sft_paired") is False else ""
         lines.append(f"| {who} | {lam} | {eb} | {_pm(r['reward'], r['reward_sem'])} | {gain} "
                      f"| {_pm(r['kl'], r['kl_sem'], 2)} "
                      f"| {_pm(r['kl_tokenwise'], r['kl_tokenwise_sem'], 2)} | {r['length']:.1f} "
@@ -150,12 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/dera_135m.json")
     p.add_argument("--command", default="bash benchmarks/dera_135m.sh", help="recorded as is")
     p.add_argument("--settings", default="", help="the script's size variables, recorded as is")
+    p.add_argument("--sweep-from", default=None,
+                   help="a previous result JSON whose DeRa rows stand in for a sweep not in --runs (unpaired)")
     a = p.parse_args(argv)
     runs = Path(a.runs)
-    if not (runs / "dera.json").is_file():
+    if (runs / "dera.json").is_file():
+        res = collect(runs, a.beta)
+    elif a.sweep_from and Path(a.sweep_from).is_file():
+        res = collect_against(runs, a.beta, json.loads(Path(a.sweep_from).read_text()))
+        a.settings += f" (sweep rows from {a.sweep_from}, dated {res['sweep_date']}; comparisons unpaired)"
+    else:
         print(f"no {runs}/dera.json yet: run bash benchmarks/dera_135m.sh (nothing written)")
         return 0
-    res = collect(runs, a.beta)
     md = table(res)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -68,3 +68,25 @@ def test_reward_gain_over_sft_is_paired(tmp_path):
     assert rows[0]["reward_minus_sft"] == 0.0
     assert math.isclose(rows[1]["reward_minus_sft"], 0.1) and math.isclose(rows[1]["reward_minus_sft_se"], 0.1)
     assert math.isclose(rows[2]["reward_minus_sft"], 0.2) and math.isclose(rows[2]["reward_minus_sft_se"], 0.1)
+
+
+def test_retrained_rows_against_a_published_sweep_are_unpaired(tmp_path):
+    """No dera.json on this machine: the previous result's DeRa rows stand in, differences unpaired."""
+    def row(lam, reward, se, kl, kl_se):
+        return {"kind": "dera", "lam": lam, "equivalent_beta": 0.2 / lam if lam else None, "reward": reward,
+                "reward_sem": se, "kl": kl, "kl_sem": kl_se, "kl_tokenwise": kl, "kl_tokenwise_sem": kl_se,
+                "length": 30.0, "stopped": 0.1, "samples": 2}
+    prior = {"beta": 0.2, "date": "2026-12-02", "sweep": {"sft": "m"}, "steps": [], "monotone_in_lam": {},
+             "rows": [row(0.0, 0.1, 0.03, 0.0, 0.0), row(2.0, 0.4, 0.04, 2.0, 0.1)]}
+    _sweep(tmp_path / "retrained-b0.1.json", [1.0], {1.0: [(0.2, 1.0), (0.6, 2.0)]})  # mean 0.4, KL 1.5
+    res = T.collect_against(tmp_path, 0.2, prior)
+    c = res["comparison"][0]
+    assert c["dera_lam"] == 2.0 and c["paired"] is False and res["sweep_date"] == "2026-12-02"
+    assert math.isclose(c["retrained_minus_dera_reward"], 0.0, abs_tol=1e-12)
+    assert math.isclose(c["retrained_minus_dera_reward_se"], math.hypot(0.04, 0.0), rel_tol=1e-9)  # _sweep: sem 0
+    assert math.isclose(c["retrained_minus_dera_kl"], -0.5) and math.isclose(c["retrained_minus_dera_kl_se"], 0.1)
+    r = res["rows"][-1]
+    assert r["kind"] == "retrained" and math.isclose(r["reward_minus_sft"], 0.3)
+    assert math.isclose(r["reward_minus_sft_se"], 0.03) and "(unpaired)" in T.table(res)
+    with __import__("pytest").raises(SystemExit, match="beta 0.4"):
+        T.collect_against(tmp_path, 0.2, {**prior, "beta": 0.4})
