@@ -1,12 +1,13 @@
 """Preference pairs from a model's own samples, ranked by a reward: the data of benchmarks/qadapter_sentiment_135m.sh.
 
-    python -m benchmarks.qadapter_pairs --gens gens-train.jsonl gens-validation.jsonl --margin 0.5 \\
+    python -m benchmarks.qadapter_pairs --gens gens-train.jsonl gens-validation.jsonl --margin 0.3 \\
         --reward vader_sentiment --out pairs.jsonl
 
-``--gens`` are ``rlcustom generate`` outputs (``prompt``, ``completion``, ``prompt_index`` per row; ``-n K``
-samples of one prompt share its ``prompt_index``). The samples of a prompt are taken two at a time in
-the order they were generated (samples 1-2, 3-4, ...; an odd last one is dropped), so every pair is two
-independent samples of that prompt, never one sample used twice. Both replies are scored with the
+``--gens`` are ``rlcustom generate`` outputs (``prompt``, ``completion`` per row), e.g. two runs with
+different seeds over the same prompts, or one run with ``-n K``. The samples of a prompt (rows with the
+same ``prompt`` text, over all the files in the order given, then row order) are taken two at a time
+(samples 1-2, 3-4, ...; an odd last one is dropped), so every pair is two independent samples of that
+prompt, never one sample used twice. Both replies are scored with the
 reward (a registered name, e.g. ``vader_sentiment``, see :func:`rlcustom.rewards.resolve_reward`); a pair is kept when the scores
 differ by at least ``--margin`` (and by more than 0), ``chosen`` = the higher-scored reply.
 
@@ -30,19 +31,12 @@ __all__ = ["sample_couples", "build_pairs", "main"]
 
 
 def sample_couples(rows: Iterable[Mapping]) -> list[tuple[Mapping, Mapping]]:
-    """Disjoint couples of samples of the same prompt: per ``prompt_index`` (first-seen order), its
-    samples 1-2, 3-4, ... in generation order; a prompt's odd last sample is dropped."""
-    groups: dict[int, list[Mapping]] = {}
+    """Disjoint couples of samples of the same prompt: per ``prompt`` text (first-seen order), its
+    samples 1-2, 3-4, ... in the order given; a prompt's odd last sample is dropped."""
+    groups: dict[str, list[Mapping]] = {}
     for r in rows:
-        groups.setdefault(int(r["prompt_index"]), []).append(r)
-    out = []
-    for samples in groups.values():
-        for k in range(0, len(samples) - 1, 2):
-            a, b = samples[k], samples[k + 1]
-            if a["prompt"] != b["prompt"]:
-                raise ValueError(f"prompt_index {a['prompt_index']}: two samples with different prompts")
-            out.append((a, b))
-    return out
+        groups.setdefault(r["prompt"], []).append(r)
+    return [(samples[k], samples[k + 1]) for samples in groups.values() for k in range(0, len(samples) - 1, 2)]
 
 
 def build_pairs(rows: Iterable[Mapping], score: Callable[[str, str], float], margin: float) -> tuple[list[dict], dict]:
@@ -76,7 +70,7 @@ def _read_jsonl(path: Path) -> list[dict]:
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             r = json.loads(line)
-            missing = [k for k in ("prompt", "completion", "prompt_index") if k not in r]
+            missing = [k for k in ("prompt", "completion") if k not in r]
             if missing:
                 raise SystemExit(f"{path}:{i}: missing field {missing[0]!r} (expected rlcustom generate output)")
             rows.append(r)
@@ -87,31 +81,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlcustom.rewards import RewardSpecError, resolve_reward
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--gens", nargs="+", required=True, help="rlcustom generate JSONL files (pairs never cross files)")
+    p.add_argument("--gens", nargs="+", required=True, help="rlcustom generate JSONL files, read as one sample list")
     p.add_argument("--reward", default="vader_sentiment", help="a registered reward name or module.path:function")
-    p.add_argument("--margin", type=float, default=0.5, help="least score difference of a kept pair")
+    p.add_argument("--margin", type=float, default=0.3, help="least score difference of a kept pair")
     p.add_argument("--out", required=True, help="pairs JSONL; OUT.stats.json beside it")
     a = p.parse_args(argv)
     try:
         reward = resolve_reward(a.reward)
     except RewardSpecError as e:
         raise SystemExit(f"--reward: {e}") from None
-    pairs, stats = [], {"files": {}}
-    for f in a.gens:
-        ps, st = build_pairs(_read_jsonl(Path(f)), reward, a.margin)
-        pairs += ps
-        stats["files"][f] = st
-    stats |= {"reward": a.reward, "margin": a.margin, "pairs": len(pairs)}
+    rows = [r for f in a.gens for r in _read_jsonl(Path(f))]
+    pairs, stats = build_pairs(rows, reward, a.margin)
+    stats |= {"reward": a.reward, "files": list(a.gens), "samples": len(rows)}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in pairs))
     os.replace(tmp, out)  # the pairs file appears whole or not at all (the script skips the stage when it exists)
     Path(f"{out}.stats.json").write_text(json.dumps(stats, indent=2))
-    for f, st in stats["files"].items():
-        print(f"{f}: {st['pairs']} of {st['couples']} couples kept (margin {a.margin}); chosen score "
-              f"{st['chosen_score_mean']}, rejected {st['rejected_score_mean']}")
-    print(f"wrote {len(pairs)} pairs to {out}")
+    print(f"{stats['pairs']} of {stats['couples']} couples kept (margin {a.margin}); mean chosen score "
+          f"{stats['chosen_score_mean']}, rejected {stats['rejected_score_mean']}; wrote {out}")
     return 0
 
 

@@ -5,10 +5,11 @@
 #   pi_1 = smollm2-135m-instruct (frozen; every method starts from it)
 #
 # Stages (each skipped when its output exists; a cut training resumes from its last checkpoint):
-#   gen     `rlcustom generate` from pi_1 (temperature 1): TRAIN_SAMPLES replies to each of the first
-#           TRAIN_PROMPTS HH-RLHF train prompts, HELD_SAMPLES to each of the first HELD_PROMPTS validation ones
-#                                                          -> $OUT/gens-train.jsonl, $OUT/gens-validation.jsonl
-#   pairs   benchmarks/qadapter_pairs.py: consecutive samples of a prompt paired (1-2, 3-4, ...), both scored by
+#   gen     `rlcustom generate` from pi_1 (temperature 1, seed 0), two lanes: TRAIN_SAMPLES replies to each of
+#           the first TRAIN_PROMPTS HH-RLHF train prompts; HELD_SAMPLES to each of the first HELD_PROMPTS
+#           validation ones, then pi_1's own held-out samples   -> $OUT/gens-train.jsonl, $OUT/gens-validation.jsonl
+#           (every generate call keeps --seed 0: its seed also picks the HH train/validation split)
+#   pairs   benchmarks/qadapter_pairs.py: a prompt's samples paired two at a time (1-2, 3-4), both scored by
 #           vader_sentiment, kept when the scores differ by >= MARGIN, chosen = higher -> $OUT/pairs.jsonl
 #           (HH's train prompts are its train split, HH's validation prompts its validation split: same hash)
 #   base    `rlcustom eval qadapter` of pi_1 itself (the "before" row; writes the original-task cache)
@@ -37,17 +38,18 @@ STAGES=${STAGES:-"gen pairs base methods table"}
 PROMPT_TOKENS=${PROMPT_TOKENS:-48}    # prompts cut to their last N tokens (sampling, training, eval)
 NEW=${NEW:-24}                        # reply tokens: sampled, trained on, sampled again for the VADER reward
 TRAIN_PROMPTS=${TRAIN_PROMPTS:-2088}  # HH train prompts sampled (2,088 exist)
-TRAIN_SAMPLES=${TRAIN_SAMPLES:-2}     # replies per train prompt (one candidate pair per 2)
+TRAIN_SAMPLES=${TRAIN_SAMPLES:-2}     # replies per train prompt (TRAIN_SAMPLES/2 candidate pairs each)
 HELD_PROMPTS=${HELD_PROMPTS:-224}     # HH validation prompts sampled (224 exist)
-HELD_SAMPLES=${HELD_SAMPLES:-4}       # replies per validation prompt (2 candidate pairs each)
-MARGIN=${MARGIN:-0.5}                 # least VADER difference of a kept pair (compound score in [-1, 1])
-STEPS=${STEPS:-125}                   # optimizer steps, every method
-PAIRS=${PAIRS:-8}                     # pairs (or chosen replies) per step: STEPS x PAIRS = 1,000 pairs
+HELD_SAMPLES=${HELD_SAMPLES:-4}       # replies per validation prompt (HELD_SAMPLES/2 candidate pairs each)
+MARGIN=${MARGIN:-0.3}                 # least VADER difference of a kept pair (compound score in [-1, 1]); 0.3 kept
+                                      # 56% of the smoke run's couples: ~1,170 train and ~250 held-out pairs
+STEPS=${STEPS:-64}                    # optimizer steps, every method (125: 1,000 pairs each, ~35 min more)
+PAIRS=${PAIRS:-8}                     # pairs (or chosen replies) per step: 64 x 8 = 512 of the ~1,170 train pairs
 LR=${LR:-3e-4}
 ALPHA0S=${ALPHA0S:-"0.01 0.1 1"}      # Q-Adapter alpha0 sweep (bt_scale paper)
 OFFICIAL=${OFFICIAL:-0.01}            # alpha0 of the bt_scale official run ("" skips it)
 REPLAYED=${REPLAYED:-8}               # neutral prompts Replay trains on (forgetting uses the other 8)
-EVAL_PAIRS=${EVAL_PAIRS:-300}         # held-out pairs scored per method (at most what the pairs stage kept)
+EVAL_PAIRS=${EVAL_PAIRS:-250}         # held-out pairs scored per method (at most what the pairs stage kept)
 SAMPLE_PROMPTS=${SAMPLE_PROMPTS:-112} # held-out prompts whose sampled reply VADER scores, per method
 JOBS=${JOBS:-2}                       # methods trained/evaluated at once (one torch thread each)
 RESULT=${RESULT:-benchmarks/results/qadapter_sentiment_135m.json}
@@ -77,9 +79,9 @@ gen() {  # gen SPLIT SAMPLES LIMIT
   local f=$OUT/gens-$1.jsonl
   if [[ -f $f ]]; then log "$f: generated (skipped)"; return; fi
   log "generate $2 replies per HH $1 prompt -> $f"
-  $RLC generate --model "$BASE" --prompts hh-rlhf data.split="$1" ${3:+--limit $3} -n "$2" --seed 0 $GEN \
+  $RLC generate --model "$BASE" --prompts hh-rlhf data.split="$1" --limit $3 -n $2 --seed 0 $GEN \
       output_dir="$OUT/gen-$1" --out "$f" > "$OUT/gen-$1.log" 2>&1
-  tail -4 "$OUT/gen-$1.log"
+  tail -4 "$OUT/gen-$1.log" | head -1
 }
 
 evaluate() {  # evaluate NAME ALPHA0 [--adapter DIR | --policy DIR]
@@ -87,15 +89,15 @@ evaluate() {  # evaluate NAME ALPHA0 [--adapter DIR | --policy DIR]
   shift 2
   if [[ -f $OUT/$m/eval.json ]]; then log "$m: evaluated (skipped)"; return; fi
   $RLC eval qadapter configs/qadapter.yaml $COMMON algo.alpha0="$a0" output_dir="$OUT/$m" "$@" \
-      --pairs "$EVAL_PAIRS" --replayed "$REPLAYED" --new-tokens "$NEW" --original "$OUT/original_task.jsonl" \
+      --pairs $EVAL_PAIRS --replayed $REPLAYED --new-tokens $NEW --original "$OUT/original_task.jsonl" \
       --out "$OUT/$m/eval.json"
 }
 
-sample() {  # sample NAME [generate flags]: one reply per held-out prompt, the same seed for every method
+sample() {  # sample NAME [generate flags]: one reply per held-out prompt, the same seed (0: HH's split) for all
   local m=$1
   shift
   if [[ -f $OUT/$m/samples.jsonl ]]; then log "$m: sampled (skipped)"; return; fi
-  $RLC generate --prompts hh-rlhf data.split=validation --limit "$SAMPLE_PROMPTS" -n 1 --seed 1 $GEN \
+  $RLC generate --prompts hh-rlhf data.split=validation --limit $SAMPLE_PROMPTS -n 1 --seed 0 $GEN \
       output_dir="$OUT/$m" --out "$OUT/$m/samples.jsonl" "$@"
 }
 
@@ -129,7 +131,7 @@ algo.replay_examples=$REPLAYED algo.replay_max_new_tokens=$NEW"
   log "$m: done"
 }
 
-if has gen; then  # two lanes: the train prompts, and the validation prompts then pi_1's own held-out samples
+if has gen; then  # two lanes: the train prompts; the validation prompts, then pi_1's own held-out samples
   gen train "$TRAIN_SAMPLES" "$TRAIN_PROMPTS" &
   lane=$!
   gen validation "$HELD_SAMPLES" "$HELD_PROMPTS"

@@ -119,7 +119,7 @@ def table(rows: Sequence[dict], claims: Sequence[dict]) -> str:
 def plot(rows: Sequence[dict], path: Path) -> Path | None:
     """Held-out accuracy (y) against forgetting (x), one point per method with its SE bars; pi_1 has no
     implicit reward and is drawn at its log pi_1 accuracy. Nothing written when no row has both."""
-    pts = [(r["label"], r["forgetting"], r.get("forgetting_se") or 0.0,
+    pts = [(r["label"] + (" (by log pi_1)" if r.get("accuracy") is None else ""), r["forgetting"], r.get("forgetting_se") or 0.0,
             r["accuracy"] if r.get("accuracy") is not None else r.get("accuracy_logp_sum"),
             (r.get("accuracy_se") if r.get("accuracy") is not None else r.get("accuracy_logp_sum_se")) or 0.0)
            for r in rows if r.get("forgetting") is not None

@@ -22,10 +22,14 @@ def _gens(*groups):
     return [{"prompt": p, "completion": c, "prompt_index": i} for i, (p, cs) in enumerate(groups) for c in cs]
 
 
-def test_couples_are_disjoint_and_in_generation_order():
+def test_couples_are_disjoint_and_in_the_order_given():
     rows = _gens(("A", ["good", "bad", "fine", "meh", "odd"]), ("B", ["meh"]))
     couples = P.sample_couples(rows)
     assert [(a["completion"], b["completion"]) for a, b in couples] == [("good", "bad"), ("fine", "meh")]
+    # two one-sample runs over the same prompts (two seeds): prompt i's samples pair across the runs
+    runs = _gens(("A", ["good"]), ("B", ["meh"])) + _gens(("A", ["bad"]), ("B", ["odd"]), ("C", ["fine"]))
+    assert [(a["prompt"], a["completion"], b["completion"]) for a, b in P.sample_couples(runs)] == [
+        ("A", "good", "bad"), ("B", "meh", "odd")]
 
 
 def test_margin_filter_and_chosen_is_the_higher_score():
@@ -49,11 +53,11 @@ def test_margin_filter_and_chosen_is_the_higher_score():
 def test_main_writes_pairs_the_loaders_read_in_the_hh_split(tmp_path, monkeypatch):
     hh = "\n\nHuman: {}\n\nAssistant:"
     prompts = [hh.format(f"question {i}") for i in range(40)]
-    gens = tmp_path / "gens.jsonl"
-    gens.write_text("".join(json.dumps(r) + "\n" for r in
-                            _gens(*[(p, ["Great, I love it!", "This is awful and sad."]) for p in prompts])))
+    g0, g1 = tmp_path / "gens-s0.jsonl", tmp_path / "gens-s1.jsonl"  # two seeds, one reply each
+    g0.write_text("".join(json.dumps(r) + "\n" for r in _gens(*[(p, ["This is awful and sad."]) for p in prompts])))
+    g1.write_text("".join(json.dumps(r) + "\n" for r in _gens(*[(p, ["Great, I love it!"]) for p in prompts])))
     out = tmp_path / "pairs.jsonl"
-    assert P.main(["--gens", str(gens), "--margin", "0.5", "--out", str(out)]) == 0  # the real vader_sentiment
+    assert P.main(["--gens", str(g0), str(g1), "--margin", "0.5", "--out", str(out)]) == 0  # real vader_sentiment
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(recs) == 40 and all(r["chosen"] == "Great, I love it!" for r in recs)
     assert all(r["chosen_score"] > 0.5 > 0 > r["rejected_score"] for r in recs)
@@ -67,8 +71,8 @@ def test_main_writes_pairs_the_loaders_read_in_the_hh_split(tmp_path, monkeypatc
 
 def test_main_names_a_bad_generations_file(tmp_path):
     bad = tmp_path / "g.jsonl"
-    bad.write_text(json.dumps({"prompt": "x", "completion": "y"}) + "\n")
-    with pytest.raises(SystemExit, match="prompt_index"):
+    bad.write_text(json.dumps({"prompt": "x", "text": "y"}) + "\n")
+    with pytest.raises(SystemExit, match="g.jsonl:1: missing field 'completion'"):
         P.main(["--gens", str(bad), "--out", str(tmp_path / "p.jsonl")])
     with pytest.raises(SystemExit, match="no such file"):
         P.main(["--gens", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "p.jsonl")])
