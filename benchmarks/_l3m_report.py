@@ -56,7 +56,7 @@ def write_plot(a, traj: dict[str, dict], stem: Path) -> Path:
               hlines=(a.lo, a.hi)),
         Panel("mean rollout sentiment (VADER)", "step", {v: pts(v, "sentiment", True) for v in con},
               hlines=(a.sentiment_lo,)),
-        Panel("C_i, length (batch: dots; EMA: lines)", "step",
+        Panel(f"C_i, length (EMA, units of {a.length_unit:g} tokens)", "step",
               {f"{v} {n} EMA": pts(v, f"length.{n}/ema") for v in con for n in ("lo", "hi")}, hlines=(0.0,),
               markers=False),
         Panel("C_i, sentiment (EMA)", "step", {f"{v} EMA": pts(v, "sentiment/ema") for v in con} |

@@ -1,7 +1,7 @@
 """L3M vs the min-max baseline vs SFT-only on the embedded SmolLM2-135M-Instruct: a length interval and a
 sentiment bound.
 
-    python -m benchmarks.l3m_135m [--lo 10 --hi 20 --sentiment-lo 0.5 --steps 48 ...]   (not in `bench all`)
+    python -m benchmarks.l3m_135m [--lo 10 --hi 20 --sentiment-lo 0.35 --steps 48 ...]   (not in `bench all`)
 
 The paper's Sections 6.2-6.3 at a 2-core budget: the task is SFT on HH-RLHF chosen replies; the
 constraints are ``lo <= E[|y|] <= hi`` response tokens (two constraints, ``length.lo`` and
@@ -51,12 +51,12 @@ from benchmarks._l3m_report import trajectory, trajectory_row, write_plot
 ROOT = Path(__file__).resolve().parent.parent
 IN_BENCH_ALL = False  # an experiment of tens of minutes: `rlcustom bench all` leaves it out (run it by name)
 VARIANTS = ("l3m", "mm", "sft")
-RUN_KEYS = ("model", "lo", "hi", "sentiment_lo", "seed", "steps", "lr", "warmup", "max_new_tokens", "temperature", "top_p", "n",
+RUN_KEYS = ("model", "lo", "hi", "length_unit", "sentiment_lo", "seed", "steps", "lr", "warmup", "max_new_tokens", "temperature", "top_p", "n",
             "prompts_per_step", "task_batch_size", "max_completion_tokens", "max_prompt_tokens", "ema_smoothing",
             "mu_start", "mu_end", "multiplier_lr", "task_max_grad_norm", "constraint_max_grad_norm", "eval_rows",
             "eval_every")
 # keys an SFT-only run ignores (it takes no constraint step), so one SFT-only run serves every interval
-CONSTRAINT_ONLY_KEYS = ("lo", "hi", "sentiment_lo", "n", "prompts_per_step", "ema_smoothing", "mu_start", "mu_end", "multiplier_lr",
+CONSTRAINT_ONLY_KEYS = ("lo", "hi", "length_unit", "sentiment_lo", "n", "prompts_per_step", "ema_smoothing", "mu_start", "mu_end", "multiplier_lr",
                         "constraint_max_grad_norm")
 EVAL_VERSION = 2  # 2: answers' texts and per-row NLLs stored (sentiment, SEs)
 EVAL_KEYS = ("seed", "max_new_tokens", "temperature", "top_p", "max_prompt_tokens", "eval_prompts",
@@ -74,7 +74,10 @@ def _parse(argv):
     p.add_argument("--jobs", type=int, default=2, help="trainings side by side (each about one core)")
     p.add_argument("--lo", type=float, default=10.0, help="lower end of the length interval (tokens)")
     p.add_argument("--hi", type=float, default=20.0, help="upper end")
-    p.add_argument("--sentiment-lo", type=float, default=0.5, help="bound b of E[vader compound] >= b")
+    p.add_argument("--length-unit", type=float, default=10.0,
+                   help="the length constraint counts in units of this many tokens (length_tokens scale 1/unit), "
+                        "so its coefficients b_i - r_i are of the sentiment's size")
+    p.add_argument("--sentiment-lo", type=float, default=0.35, help="bound b of E[vader compound] >= b")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=48, help="trainer steps (coin: about half are constraint steps)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak of a cosine schedule over the run")
@@ -90,7 +93,8 @@ def _parse(argv):
     p.add_argument("--ema-smoothing", type=float, default=0.3, help="weight of the newest batch in the EMA of C_i")
     p.add_argument("--mu-start", type=float, default=1.0)
     p.add_argument("--mu-end", type=float, default=1e-3)
-    p.add_argument("--multiplier-lr", type=float, default=0.1, help="mm: step size of the multipliers' ascent")
+    p.add_argument("--multiplier-lr", type=float, default=1.0, help="mm: step size of the multipliers' ascent "
+                   "(per unit of C_i: 1.0 at 10-token units = the earlier run's 0.1 per token)")
     p.add_argument("--task-max-grad-norm", type=float, default=1.0)
     p.add_argument("--constraint-max-grad-norm", type=float, default=1.0)
     p.add_argument("--eval-rows", type=int, default=16, help="trainer's eval/task_ppl rows (training data)")
@@ -110,6 +114,8 @@ def _parse(argv):
         p.error(f"--lo {a.lo} > --hi {a.hi}")
     if not -1.0 <= a.sentiment_lo <= 1.0:
         p.error(f"--sentiment-lo {a.sentiment_lo}: VADER's compound score is in [-1, 1]")
+    if a.length_unit <= 0:
+        p.error(f"--length-unit {a.length_unit}: must be > 0")
     if a.jobs < 1:
         p.error(f"--jobs {a.jobs}: at least 1")
     return a
@@ -135,7 +141,9 @@ def variant_config(a, variant: str) -> dict:
     cfg["sampling"] |= {"max_new_tokens": a.max_new_tokens, "temperature": a.temperature, "top_p": a.top_p, "n": a.n}
     cfg["optim"] |= {"lr": a.lr, "warmup_steps": a.warmup, "total_steps": a.steps, "micro_batch_size": 8}
     algo = cfg["algo"]
-    algo |= {"constraints": [{"name": "length", "reward": "length_tokens", "lo": a.lo, "hi": a.hi},
+    u = a.length_unit
+    algo |= {"constraints": [{"name": "length", "reward": "length_tokens", "kwargs": {"scale": 1.0 / u},
+                              "lo": a.lo / u, "hi": a.hi / u},
                              {"name": "sentiment", "reward": "vader_sentiment", "lo": a.sentiment_lo}],
              "prompts_per_step": a.prompts_per_step, "task_batch_size": a.task_batch_size,
              "max_completion_tokens": a.max_completion_tokens, "task_prob": 1.0 if variant == "sft" else 0.5,
@@ -291,7 +299,7 @@ def train_all(a, variants: list[str]) -> None:
             f.result()
 
 
-def variant_row(a, v: str, r: dict, out: Path, traj: dict) -> dict:
+def variant_row(a, v: str, r: dict, out: Path, traj: dict, smooth: dict) -> dict:
     row = {"variant": NICE[v]} | {k: r.get(k) for k in ROW_KEYS}
     # "in expectation": the held-out mean inside the bound, and by how many SEs (negative: violated)
     if r:
@@ -306,7 +314,7 @@ def variant_row(a, v: str, r: dict, out: Path, traj: dict) -> dict:
     t = traj[v] = trajectory(out / v)
     row["constraint_steps"] = sum(1 for x in t["task_step"] if x == 0.0)
     if row["constraint_steps"]:
-        row |= trajectory_row(t)
+        smooth[v] = trajectory_row(t)
     ppl = [x for x in t["train_task_ppl"] if x is not None]
     row["trainer_task_ppl_last"] = ppl[-1] if ppl else None  # eval/task_ppl: fixed *training* rows
     row["train_s"] = meta["train_s"]
@@ -332,7 +340,8 @@ def main(argv=None) -> int:
     from benchmarks.common import RESULTS, report
 
     traj: dict[str, dict] = {}
-    rows = [variant_row(a, v, evals.get(v, {}), out, traj) for v in order]
+    smooth: dict[str, dict] = {}
+    rows = [variant_row(a, v, evals.get(v, {}), out, traj, smooth) for v in order]
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot = write_plot(a, traj, RESULTS / a.name)
     ratios = {}
@@ -347,6 +356,12 @@ def main(argv=None) -> int:
         if "l3m" in evals and "mm" in evals:
             d, se = paired_nll_diff(evals["l3m"]["row_nll"], evals["mm"]["row_nll"], s["row_tokens"])
             ratios["task NLL L3M - MM (nats/token)"], ratios["task NLL L3M - MM SE"] = d, se
+    for v, sm in smooth.items():
+        ratios |= {f"{NICE[v]} {k}": x for k, x in sm.items()}
+    if "l3m" in smooth and "mm" in smooth:  # > 1: L3M's trajectory is the smoother one
+        for k, x in smooth["l3m"].items():
+            if k.endswith("dC sd") and x > 0:
+                ratios[f"{k}: MM / L3M"] = smooth["mm"][k] / x
     settings = dict(vars(a)) | {"plot": str(plot.relative_to(ROOT)) if plot.is_relative_to(ROOT) else str(plot)}
     notes = [f"{r['answers']} answers ({r['prompts']} held-out prompts x {a.eval_samples}) per model, "
              f"sampled at temperature {a.temperature}, top-p {a.top_p}, max {a.max_new_tokens} new tokens, one seed; "
@@ -354,7 +369,8 @@ def main(argv=None) -> int:
              for r in list(evals.values())[:1]]
     notes.append("len_margin_se / sent_margin_se: distance of the held-out mean inside its bound in SEs "
                  "(negative: violated in expectation); meets_both: both >= 0")
-    notes.append("smoothness, over constraint steps: '<c> dC sd' = sd of the step-to-step changes of the batch "
+    notes.append(f"length constraint in units of {a.length_unit:g} tokens (length_tokens scale 1/unit); smoothness "
+                 "(ratios), over constraint steps: '<c> dC sd' = sd of the step-to-step changes of the batch "
                  "estimate of C_i, '<c> C TV' its total variation, 'dEMA sd' / 'dlambda sd' the same sd for the "
                  "EMA of C_i and the multiplier (L3M's implied multiplier grows as mu decays)")
     if missing:

@@ -20,7 +20,7 @@ def test_interval_and_sentiment_bound_by_hand():
     assert bounds.tolist() == [10.0, -20.0, 0.5]  # |y| >= 10, -|y| >= -20, vader >= 0.5
     # two answers: 30 tokens at vader 0.2, 14 tokens at vader 0.6 (raw scores [B, n_scorers])
     r = signed_rewards(torch.tensor([[30.0, 0.2], [14.0, 0.6]]), spec_of, signs)
-    assert r.tolist() == pytest.approx([[30.0, -30.0, 0.2], [14.0, -14.0, 0.6]])
+    assert torch.allclose(r, torch.tensor([[30.0, -30.0, 0.2], [14.0, -14.0, 0.6]]))
     c = constraint_values(r, bounds)  # C_i = mean(b_i - r_i): (10-22, -20+22, 0.5-0.4)
     assert c.tolist() == pytest.approx([-12.0, 2.0, 0.1])
     # Eq. 11 at mu = 0.5, k = 3: violated constraints get mu/(k mu^2) = 1/(3*0.5); the satisfied one mu/(3*12)
