@@ -1,10 +1,14 @@
-"""L3M vs the min-max baseline vs SFT-only on the embedded SmolLM2-135M-Instruct: a length interval.
+"""L3M vs the min-max baseline vs SFT-only on the embedded SmolLM2-135M-Instruct: a length interval and a
+sentiment bound.
 
-    python -m benchmarks.l3m_135m [--lo 20 --hi 40 --steps 36 ...]     (not part of `rlcustom bench all`)
+    python -m benchmarks.l3m_135m [--lo 10 --hi 20 --sentiment-lo 0.35 --steps 48 ...]   (not in `bench all`)
 
-The paper's Table 1 setting (Dhillon et al. 2025, Section 6.2) at a 2-core budget: the task is
-SFT on HH-RLHF chosen replies; the constraint is ``lo <= E[|y|] <= hi`` response tokens (two
-constraints, ``length.lo`` and ``length.hi``). Three trainings from the same model with the same
+The paper's Sections 6.2-6.3 at a 2-core budget: the task is SFT on HH-RLHF chosen replies; the
+constraints are ``lo <= E[|y|] <= hi`` response tokens (two constraints, ``length.lo`` and
+``length.hi``, Sec. 6.2) and ``E[vader(y)] >= sentiment_lo`` (``sentiment``: VADER's compound score
+in [-1, 1], the registered reward ``vader_sentiment``), so k = 3. The defaults are chosen so that
+SFT-only violates both (its held-out answers are longer than ``hi`` and less positive than the bound;
+the report says whether it did, with SEs). Three trainings from the same model with the same
 seed, steps, data order and coin flips (``configs/l3m.yaml`` with the overrides below):
 
 - ``l3m``: trainer ``l3m`` (relaxed log-barrier, Eq. 11);
@@ -14,23 +18,27 @@ seed, steps, data order and coin flips (``configs/l3m.yaml`` with the overrides 
 
 Every trained model and the base model are then evaluated alike: ``--eval-samples`` answers to
 each of ``--eval-prompts`` held-out prompts (validation split, sampling as in training: temperature,
-top-p, ``max_new_tokens``, a fixed seed), reporting mean length, the fraction of answers with
-``lo <= |y| <= hi`` and the stop rate; and the task perplexity of held-out SFT rows (the chosen
-replies of ``--ppl-pairs`` validation pairs, :func:`rlcustom.eval.metrics.evaluate` with
-``metrics=("ppl",)``, as ``rlcustom eval --metrics ppl``). The per-step metrics of each run (its
-offline W&B log) give the constraint trajectories: mean rollout length per constraint step, the EMA
-of ``C_i``, the multipliers (L3M: implied, Sec. 5.2; MM: learned), ``mu`` and the trainer's task
-perplexity. Writes ``benchmarks/results/l3m_135m.json`` and a plot next to it (PNG with
-matplotlib).
+top-p, ``max_new_tokens``, a fixed seed), reporting mean length and mean sentiment with SEs, the
+fractions of answers inside the interval / at or above the bound, and the stop rate; and the task
+perplexity of held-out SFT rows (the chosen replies of ``--ppl-pairs`` validation pairs, the
+``rlcustom eval --metrics ppl`` definition: total NLL / total tokens), with its SE and the paired
+difference of each constrained model's per-token NLL from SFT-only's on the same rows. The per-step
+metrics of each run (its offline W&B log) give the constraint trajectories: mean rollout length and
+sentiment per constraint step, the batch estimate and the EMA of each ``C_i``, the multipliers (L3M:
+implied, Sec. 5.2; MM: learned), ``mu`` and the trainer's task perplexity; each constrained row gets
+smoothness numbers of them (``benchmarks/_l3m_stats.smoothness``: the sd of the step-to-step changes
+and the total variation over constraint steps). Writes ``benchmarks/results/l3m_135m.json`` and the
+plot ``l3m_135m.png`` next to it (matplotlib).
 
-Phases, so the trainings can run side by side in separate processes:
-``--phase train --variants l3m`` trains (skipped when ``OUT/<variant>/model`` exists, ``--retrain``
-to redo); ``--phase eval --variants base,l3m`` evaluates (cached in ``OUT/<variant>/eval.json``
-for the same settings); ``--phase all`` (default) does what is missing and writes the report.
+Resumable phases: ``--phase train`` trains (skipped when ``OUT/<variant>/model`` exists, ``--retrain``
+to redo), ``--jobs`` trainings side by side (each its own process and Ray, log in ``OUT/<variant>/train.log``);
+``--phase eval --variants base,l3m`` evaluates (cached in ``OUT/<variant>/eval.json`` for the same
+settings); ``--phase all`` (default) does what is missing and writes the report.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -38,16 +46,19 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks._l3m_report import trajectory, trajectory_row, write_plot
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_BENCH_ALL = False  # an experiment of tens of minutes: `rlcustom bench all` leaves it out (run it by name)
 VARIANTS = ("l3m", "mm", "sft")
-RUN_KEYS = ("model", "lo", "hi", "seed", "steps", "lr", "warmup", "max_new_tokens", "temperature", "top_p", "n",
+RUN_KEYS = ("model", "lo", "hi", "length_unit", "sentiment_lo", "seed", "steps", "lr", "warmup", "max_new_tokens", "temperature", "top_p", "n",
             "prompts_per_step", "task_batch_size", "max_completion_tokens", "max_prompt_tokens", "ema_smoothing",
             "mu_start", "mu_end", "multiplier_lr", "task_max_grad_norm", "constraint_max_grad_norm", "eval_rows",
             "eval_every")
 # keys an SFT-only run ignores (it takes no constraint step), so one SFT-only run serves every interval
-CONSTRAINT_ONLY_KEYS = ("lo", "hi", "n", "prompts_per_step", "ema_smoothing", "mu_start", "mu_end", "multiplier_lr",
+CONSTRAINT_ONLY_KEYS = ("lo", "hi", "length_unit", "sentiment_lo", "n", "prompts_per_step", "ema_smoothing", "mu_start", "mu_end", "multiplier_lr",
                         "constraint_max_grad_norm")
+EVAL_VERSION = 2  # 2: answers' texts and per-row NLLs stored (sentiment, SEs)
 EVAL_KEYS = ("seed", "max_new_tokens", "temperature", "top_p", "max_prompt_tokens", "eval_prompts",
              "eval_samples", "ppl_pairs")
 
@@ -60,10 +71,15 @@ def _parse(argv):
     p.add_argument("--phase", choices=["all", "train", "eval"], default="all")
     p.add_argument("--variants", default="l3m,mm,sft", help="trainings (and, for --phase eval, 'base')")
     p.add_argument("--retrain", action="store_true", help="train even if OUT/<variant>/model exists")
-    p.add_argument("--lo", type=float, default=20.0, help="lower end of the length interval (tokens)")
-    p.add_argument("--hi", type=float, default=40.0, help="upper end")
+    p.add_argument("--jobs", type=int, default=2, help="trainings side by side (each about one core)")
+    p.add_argument("--lo", type=float, default=10.0, help="lower end of the length interval (tokens)")
+    p.add_argument("--hi", type=float, default=20.0, help="upper end")
+    p.add_argument("--length-unit", type=float, default=10.0,
+                   help="the length constraint counts in units of this many tokens (length_tokens scale 1/unit), "
+                        "so its coefficients b_i - r_i are of the sentiment's size")
+    p.add_argument("--sentiment-lo", type=float, default=0.35, help="bound b of E[vader compound] >= b")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=32, help="trainer steps (coin: about half are constraint steps)")
+    p.add_argument("--steps", type=int, default=48, help="trainer steps (coin: about half are constraint steps)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak of a cosine schedule over the run")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -77,7 +93,8 @@ def _parse(argv):
     p.add_argument("--ema-smoothing", type=float, default=0.3, help="weight of the newest batch in the EMA of C_i")
     p.add_argument("--mu-start", type=float, default=1.0)
     p.add_argument("--mu-end", type=float, default=1e-3)
-    p.add_argument("--multiplier-lr", type=float, default=0.1, help="mm: step size of the multipliers' ascent")
+    p.add_argument("--multiplier-lr", type=float, default=1.0, help="mm: step size of the multipliers' ascent "
+                   "(per unit of C_i: 1.0 at 10-token units = the earlier run's 0.1 per token)")
     p.add_argument("--task-max-grad-norm", type=float, default=1.0)
     p.add_argument("--constraint-max-grad-norm", type=float, default=1.0)
     p.add_argument("--eval-rows", type=int, default=16, help="trainer's eval/task_ppl rows (training data)")
@@ -95,6 +112,12 @@ def _parse(argv):
         p.error(f"--variants: unknown {bad} (have base, {', '.join(VARIANTS)})")
     if a.lo > a.hi:
         p.error(f"--lo {a.lo} > --hi {a.hi}")
+    if not -1.0 <= a.sentiment_lo <= 1.0:
+        p.error(f"--sentiment-lo {a.sentiment_lo}: VADER's compound score is in [-1, 1]")
+    if a.length_unit <= 0:
+        p.error(f"--length-unit {a.length_unit}: must be > 0")
+    if a.jobs < 1:
+        p.error(f"--jobs {a.jobs}: at least 1")
     return a
 
 
@@ -118,7 +141,10 @@ def variant_config(a, variant: str) -> dict:
     cfg["sampling"] |= {"max_new_tokens": a.max_new_tokens, "temperature": a.temperature, "top_p": a.top_p, "n": a.n}
     cfg["optim"] |= {"lr": a.lr, "warmup_steps": a.warmup, "total_steps": a.steps, "micro_batch_size": 8}
     algo = cfg["algo"]
-    algo |= {"constraints": [{"name": "length", "reward": "length_tokens", "lo": a.lo, "hi": a.hi}],
+    u = a.length_unit
+    algo |= {"constraints": [{"name": "length", "reward": "length_tokens", "kwargs": {"scale": 1.0 / u},
+                              "lo": a.lo / u, "hi": a.hi / u},
+                             {"name": "sentiment", "reward": "vader_sentiment", "lo": a.sentiment_lo}],
              "prompts_per_step": a.prompts_per_step, "task_batch_size": a.task_batch_size,
              "max_completion_tokens": a.max_completion_tokens, "task_prob": 1.0 if variant == "sft" else 0.5,
              "task_max_grad_norm": a.task_max_grad_norm, "constraint_max_grad_norm": a.constraint_max_grad_norm,
@@ -137,8 +163,9 @@ def variant_config(a, variant: str) -> dict:
     return cfg
 
 
-def train(a, variant: str) -> dict:
-    """One training through the CLI, as a user runs it; returns its wall time and config."""
+def train(a, variant: str, log: bool = False) -> dict:
+    """One training through the CLI, as a user runs it (console to ``OUT/<variant>/train.log`` when ``log``);
+    returns its wall time and config."""
     import yaml
 
     out = _out(a) / variant
@@ -151,7 +178,14 @@ def train(a, variant: str) -> dict:
     # on a shared machine Ray's memory monitor kills *our* workers when *other* processes fill memory
     env = os.environ | {"RAY_memory_monitor_refresh_ms": os.environ.get("RAY_memory_monitor_refresh_ms", "0")}
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    if log:
+        with open(out / "train.log", "w") as f:
+            r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+        if r.returncode:
+            raise SystemExit(f"{variant}: training failed (exit {r.returncode}); see {out / 'train.log'}")
+    else:
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    print(f"{variant}: trained in {time.perf_counter() - t:.0f} s", flush=True)
     meta = {"variant": variant, "train_s": time.perf_counter() - t, "settings": run_settings(a, variant)}
     (out / "train_meta.json").write_text(json.dumps(meta, indent=1))
     return meta
@@ -164,26 +198,22 @@ def run_settings(a, variant: str) -> dict:
 # --------------------------------------------------------------------------- evaluation
 
 
-def length_stats(lens: list[int], lo: float, hi: float) -> dict:
-    """Mean length and the shares of answers below, inside and above ``[lo, hi]``."""
-    n, m = len(lens), sum(lens) / len(lens)
-    sd = (sum((x - m) ** 2 for x in lens) / max(n - 1, 1)) ** 0.5
-    return {"mean_len": m, "mean_len_se": sd / n ** 0.5, "median_len": sorted(lens)[n // 2], "frac_in_range": sum(lo <= x <= hi for x in lens) / n,
-            "frac_below": sum(x < lo for x in lens) / n, "frac_above": sum(x > hi for x in lens) / n}
-
-
 def evaluate_model(a, path: str) -> dict:
-    """Held-out answers' length statistics and the held-out task perplexity of one model."""
+    """Held-out answers (lengths, VADER scores) and the per-row NLL of held-out task rows of one model."""
     import dataclasses
 
     import torch
 
     from rlcustom.config import load_config
+    from rlcustom.data.chat import format_prompt
+    from rlcustom.data.loaders import load_preference_pairs
     from rlcustom.data.prompting import build_prompts
     from rlcustom.engines.base import SamplingParams
     from rlcustom.engines.hf import HFEngine
-    from rlcustom.eval.metrics import evaluate
+    from rlcustom.eval.metrics import _seq_logprobs
     from rlcustom.models.loading import load_causal_lm, load_tokenizer
+    from rlcustom.rewards.sentiment import vader_sentiment
+    from rlcustom.trainers.offline import encode_pairs
 
     torch.set_num_threads(a.threads)
     cfg = load_config(None, [f"model.path={path}", "data.prompts=hh-rlhf", "data.split=validation",
@@ -196,88 +226,99 @@ def evaluate_model(a, path: str) -> dict:
     ro = HFEngine(model, tok, batch_size=32).generate(ps.ids, params)
     lens = [len(r) for r in ro.response_ids]
     gen_s = time.perf_counter() - t
-    ppl = evaluate(cfg, policy=path, reference=None, metrics=("ppl",), pairs_limit=a.ppl_pairs)
-    return {"mean_len": sum(lens) / len(lens), "stop_rate": sum(f == "stop" for f in ro.finish_reasons) / len(lens), "task_ppl": ppl["metrics"]["ppl"],
-            "answers": len(lens), "prompts": len(ps.ids), "lengths": lens, "gen_s": gen_s,
-            "ppl_s": ppl["seconds"], "example": {"prompt": ps.raw[0], "answer": ro.texts[0]}}
+    t = time.perf_counter()
+    # the task perplexity as `rlcustom eval --metrics ppl` computes it (rlcustom/eval/metrics.py), kept per row
+    d = cfg.data
+    rows = list(load_preference_pairs(d.prompts, split="validation", val_fraction=d.val_fraction, seed=cfg.seed,
+                                      limit=a.ppl_pairs))
+    texts = [format_prompt(tok, r.get("messages") or r["prompt"], use_chat_template=d.chat_template) for r in rows]
+    ch = encode_pairs(tok, texts, [r["chosen"] for r in rows], d.max_prompt_tokens, 256)
+    nll = (-_seq_logprobs(model, ch, tok.pad_token_id)).tolist()
+    return {"stop_rate": sum(f == "stop" for f in ro.finish_reasons) / len(lens), "answers": len(lens),
+            "prompts": len(ps.ids), "lengths": lens, "texts": list(ro.texts),
+            "sentiment": [vader_sentiment(ps.raw[i], y) for i, y in zip(ro.prompt_index, ro.texts)],
+            "row_nll": nll, "row_tokens": [len(x) for x in ch.response_ids], "gen_s": gen_s,
+            "ppl_s": time.perf_counter() - t, "example": {"prompt": ps.raw[0], "answer": ro.texts[0]}}
+
+
+def summarize(a, res: dict) -> dict:
+    """The held-out numbers of one model (with SEs) from its stored answers and row NLLs."""
+    from benchmarks._l3m_stats import bound_stats, length_stats, token_nll
+
+    return (res | length_stats(res["lengths"], a.lo, a.hi) | bound_stats(res["sentiment"], a.sentiment_lo, "sent")
+            | token_nll(res["row_nll"], res["row_tokens"]))
 
 
 def cached_eval(a, variant: str, compute: bool = True) -> dict | None:
     """:func:`evaluate_model` of ``base`` or ``OUT/<variant>/model``, cached per settings in ``OUT/<variant>``
-    (the interval is not one of them: the shares in range are computed from the stored lengths)."""
+    (the bounds are not among them: the report computes the shares from the stored lengths and scores)."""
     out = _out(a) / variant
     model = a.model if variant == "base" else str(out / "model")
     if variant != "base" and not Path(model).is_dir():
         raise SystemExit(f"{model}: no trained model; run --phase train --variants {variant} first")
-    key = {k: getattr(a, k) for k in EVAL_KEYS} | {"model": model}
+    key = {k: getattr(a, k) for k in EVAL_KEYS} | {"model": model, "version": EVAL_VERSION}
     stamp = (out / "model" / "config.json").stat().st_mtime if variant != "base" else None
     f = out / "eval.json"
     if f.is_file():
         saved = json.loads(f.read_text())
-        # "lo"/"hi": files written before the interval left the key (the lengths do not depend on it)
-        same = {k: x for k, x in saved.get("settings", {}).items() if k not in ("lo", "hi")} == key
-        if same and saved.get("model_mtime") == stamp:
-            return saved["result"] | length_stats(saved["result"]["lengths"], a.lo, a.hi)
+        if saved.get("settings") == key and saved.get("model_mtime") == stamp:
+            return summarize(a, saved["result"])
     if not compute:
         return None
     print(f"evaluating {variant} ({model})", flush=True)
     res = evaluate_model(a, model)
     out.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps({"settings": key, "model_mtime": stamp, "result": res}, indent=1))
-    res |= length_stats(res["lengths"], a.lo, a.hi)
-    print(f"{variant}: mean length {res['mean_len']:.1f}, in range {res['frac_in_range']:.2f}, "
-          f"task ppl {res['task_ppl']:.2f}", flush=True)
+    res = summarize(a, res)
+    print(f"{variant}: mean length {res['mean_len']:.1f}, in range {res['frac_in_range']:.2f}, mean sentiment "
+          f"{res['mean_sent']:.3f}, task ppl {res['task_ppl']:.2f} ({res['gen_s'] + res['ppl_s']:.0f} s)", flush=True)
     return res
 
 
-# --------------------------------------------------------------------------- trajectories
-
-
-TRAJ_KEYS = {"task_step": "train/task_step", "response_len": "rollout/response_len", "mu": "constraint/mu",
-             "train_task_ppl": "eval/task_ppl"}
-
-
-def trajectory(run_dir: Path, names=("length.lo", "length.hi")) -> dict[str, list]:
-    """Per-step series from the run's offline W&B log (``None`` where a step did not log the key)."""
-    from rlcustom.tracking import read_offline_run
-
-    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    if not runs:
-        raise SystemExit(f"{run_dir}/wandb: no offline W&B run (was the run trained with tracking.mode=offline?)")
-    hist = [h for h in read_offline_run(runs[-1])["history"] if "train/task_step" in h]
-    keys = dict(TRAJ_KEYS)
-    for n in names:
-        for part in ("ema", "multiplier", "value", "satisfaction"):
-            keys[f"{n}/{part}"] = f"constraint/{n}/{part}"
-    out = {"step": [int(h.get("_step", i)) for i, h in enumerate(hist)]}
-    for short, key in keys.items():
-        out[short] = [h.get(key) for h in hist]
-    return out
-
-
-def write_plot(a, traj: dict[str, dict], stem: Path) -> Path:
-    from rlcustom.eval.plot import Panel, write_panels
-
-    def pts(v, key, only_constraint=False):
-        t = traj[v]
-        return [(s, y) for s, y, task in zip(t["step"], t[key], t["task_step"])
-                if y is not None and not (only_constraint and task)]
-
-    con = [v for v in ("l3m", "mm") if v in traj]
-    panels = [
-        Panel("mean rollout length (tokens)", "step", {v: pts(v, "response_len", True) for v in con},
-              hlines=(a.lo, a.hi)),
-        Panel("EMA of C_i (tokens)", "step", {f"{v} {n}": pts(v, f"length.{n}/ema") for v in con for n in ("lo", "hi")},
-              hlines=(0.0,), markers=False),
-        Panel("multiplier (L3M implied, MM learned)", "step",
-              {f"{v} {n}": pts(v, f"length.{n}/multiplier") for v in con for n in ("lo", "hi")} |
-              ({"l3m mu": pts("l3m", "mu")} if "l3m" in traj else {}), log_y=True, markers=False),
-        Panel("task ppl (trainer, training rows)", "step", {v: pts(v, "train_task_ppl") for v in traj}),
-    ]
-    return write_panels(panels, stem)
-
-
 # --------------------------------------------------------------------------- main
+
+
+NICE = {"base": "base (no training)", "sft": "SFT-only", "l3m": "L3M", "mm": "MM"}
+ROW_KEYS = ("mean_len", "mean_len_se", "median_len", "frac_in_range", "frac_in_range_se", "mean_sent", "mean_sent_se",
+            "frac_sent_ge_b", "stop_rate", "task_ppl", "task_ppl_se")
+
+
+def train_all(a, variants: list[str]) -> None:
+    """The missing trainings, ``--jobs`` at a time (the constrained ones first: they take longest)."""
+    out = _out(a)
+    todo = [v for v in variants if a.retrain or not (out / v / "model").is_dir()]
+    for v in variants:
+        if v not in todo:
+            print(f"{v}: {out / v / 'model'} exists, not retrained (--retrain to redo)", flush=True)
+    if a.jobs == 1 or len(todo) < 2:
+        for v in todo:
+            train(a, v)
+        return
+    with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:  # each job waits on its own process
+        for f in [pool.submit(train, a, v, True) for v in todo]:
+            f.result()
+
+
+def variant_row(a, v: str, r: dict, out: Path, traj: dict, smooth: dict) -> dict:
+    row = {"variant": NICE[v]} | {k: r.get(k) for k in ROW_KEYS}
+    # "in expectation": the held-out mean inside the bound, and by how many SEs (negative: violated)
+    if r:
+        row["len_margin_se"] = min(r["mean_len"] - a.lo, a.hi - r["mean_len"]) / max(r["mean_len_se"], 1e-12)
+        row["sent_margin_se"] = (r["mean_sent"] - a.sentiment_lo) / max(r["mean_sent_se"], 1e-12)
+        row["meets_both"] = row["len_margin_se"] >= 0 and row["sent_margin_se"] >= 0
+    if v == "base":
+        return row
+    meta = json.loads((out / v / "train_meta.json").read_text())
+    if meta["settings"] != run_settings(a, v):
+        raise SystemExit(f"{out / v}: trained with other settings ({meta['settings']}); --retrain")
+    t = traj[v] = trajectory(out / v)
+    row["constraint_steps"] = sum(1 for x in t["task_step"] if x == 0.0)
+    if row["constraint_steps"]:
+        smooth[v] = trajectory_row(t)
+    ppl = [x for x in t["train_task_ppl"] if x is not None]
+    row["trainer_task_ppl_last"] = ppl[-1] if ppl else None  # eval/task_ppl: fixed *training* rows
+    row["train_s"] = meta["train_s"]
+    return row
 
 
 def main(argv=None) -> int:
@@ -285,65 +326,62 @@ def main(argv=None) -> int:
     out = _out(a)
     trained = [v for v in a.variants if v != "base"]
     if a.phase in ("all", "train"):
-        for v in trained:
-            if a.retrain or not (out / v / "model").is_dir():
-                train(a, v)
-            else:
-                print(f"{v}: {out / v / 'model'} exists, not retrained (--retrain to redo)", flush=True)
+        train_all(a, trained)
     if a.phase == "train":
         return 0
-    evals = {v: cached_eval(a, v, compute=not a.cached_evals_only)
-             for v in (["base"] + trained if a.phase == "all" else a.variants)}
+    order = ["base"] + trained if a.phase == "all" else a.variants
+    evals = {v: cached_eval(a, v, compute=not a.cached_evals_only) for v in order}
     missing = [v for v, r in evals.items() if r is None]
     evals = {v: r for v, r in evals.items() if r is not None}
     if a.phase == "eval":
         return 0
 
+    from benchmarks._l3m_stats import paired_nll_diff
     from benchmarks.common import RESULTS, report
 
-    names = {"base": "base (no training)", "sft": "SFT-only", "l3m": "L3M", "mm": "MM"}
-    traj, metas, rows = {}, {}, []
-    for v in ["base"] + trained if a.phase == "all" else a.variants:
-        r = evals.get(v, {})
-        row = {"variant": names[v]} | {k: r.get(k) for k in ("mean_len", "mean_len_se", "median_len", "frac_in_range",
-                                                               "frac_below", "frac_above", "stop_rate", "task_ppl")}
-        if v != "base":
-            metas[v] = json.loads((out / v / "train_meta.json").read_text())
-            if metas[v]["settings"] != run_settings(a, v):
-                raise SystemExit(f"{out / v}: trained with other settings ({metas[v]['settings']}); --retrain")
-            traj[v] = trajectory(out / v)
-            t = traj[v]
-            row["constraint_steps"] = sum(1 for x in t["task_step"] if x == 0.0)
-            lens = [(s, x) for s, x in zip(t["step"], t["response_len"]) if x is not None]
-            if lens:  # the rollout trajectory: first step whose batch mean was inside, share of steps inside after it
-                first = next((i for i, (_, x) in enumerate(lens) if a.lo <= x <= a.hi), None)
-                row["first_step_in_range"] = None if first is None else lens[first][0]
-                row["rollout_steps_in_range_after"] = (None if first is None else
-                                                       sum(a.lo <= x <= a.hi for _, x in lens[first:]) /
-                                                       len(lens[first:]))
-                row["rollout_len_last3"] = sum(x for _, x in lens[-3:]) / len(lens[-3:])
-            ppl = [x for x in t["train_task_ppl"] if x is not None]
-            row["trainer_task_ppl_last"] = ppl[-1] if ppl else None  # eval/task_ppl: fixed *training* rows
-            row["train_s"] = metas[v]["train_s"]
-        rows.append(row)
+    traj: dict[str, dict] = {}
+    smooth: dict[str, dict] = {}
+    rows = [variant_row(a, v, evals.get(v, {}), out, traj, smooth) for v in order]
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot = write_plot(a, traj, RESULTS / a.name)
     ratios = {}
-    if "sft" in evals:
+    if "sft" in evals:  # paired on the same held-out rows: the rows' common difficulty cancels
+        s = evals["sft"]
         for v in ("l3m", "mm"):
             if v in evals:
-                ratios[f"task ppl {names[v]} / SFT-only"] = evals[v]["task_ppl"] / evals["sft"]["task_ppl"]
+                d, se = paired_nll_diff(evals[v]["row_nll"], s["row_nll"], s["row_tokens"])
+                ratios[f"task ppl {NICE[v]} / SFT-only"] = evals[v]["task_ppl"] / s["task_ppl"]
+                ratios[f"task NLL {NICE[v]} - SFT-only (nats/token)"] = d
+                ratios[f"task NLL {NICE[v]} - SFT-only SE"] = se
+        if "l3m" in evals and "mm" in evals:
+            d, se = paired_nll_diff(evals["l3m"]["row_nll"], evals["mm"]["row_nll"], s["row_tokens"])
+            ratios["task NLL L3M - MM (nats/token)"], ratios["task NLL L3M - MM SE"] = d, se
+    for v, sm in smooth.items():
+        ratios |= {f"{NICE[v]} {k}": x for k, x in sm.items()}
+    if "l3m" in smooth and "mm" in smooth:  # > 1: L3M's trajectory is the smoother one
+        for k, x in smooth["l3m"].items():
+            if k.endswith("dC sd") and x > 0:
+                ratios[f"{k}: MM / L3M"] = smooth["mm"][k] / x
     settings = dict(vars(a)) | {"plot": str(plot.relative_to(ROOT)) if plot.is_relative_to(ROOT) else str(plot)}
     notes = [f"{r['answers']} answers ({r['prompts']} held-out prompts x {a.eval_samples}) per model, "
              f"sampled at temperature {a.temperature}, top-p {a.top_p}, max {a.max_new_tokens} new tokens, one seed; "
-             f"task ppl: chosen replies of {a.ppl_pairs} validation pairs" for r in list(evals.values())[:1]]
+             f"task ppl: chosen replies of {a.ppl_pairs} validation pairs (SE: delta method over rows)"
+             for r in list(evals.values())[:1]]
+    notes.append("len_margin_se / sent_margin_se: distance of the held-out mean inside its bound in SEs "
+                 "(negative: violated in expectation); meets_both: both >= 0")
+    notes.append(f"length constraint in units of {a.length_unit:g} tokens (length_tokens scale 1/unit); smoothness "
+                 "(ratios), over constraint steps: '<c> dC sd' = sd of the step-to-step changes of the batch "
+                 "estimate of C_i, '<c> C TV' its total variation, 'dEMA sd' / 'dlambda sd' the same sd for the "
+                 "EMA of C_i and the multiplier (L3M's implied multiplier grows as mu decays)")
     if missing:
-        notes.append(f"no held-out evaluation (not run: --cached-evals-only) for {', '.join(names[v] for v in missing)}")
-    notes.append("trajectories (key 'trajectories'): per trainer step; response_len, EMA of C_i and the "
-                 "multipliers are logged on constraint steps (EMA/multipliers carried on task steps)")
-    path = report(a.name, settings, rows, ratios, notes)
+        notes.append(f"no held-out evaluation (not run: --cached-evals-only) for {', '.join(NICE[v] for v in missing)}")
+    notes.append("trajectories (key 'trajectories'): per trainer step; response_len, sentiment, C_i (value), "
+                 "its EMA and the multipliers are logged on constraint steps (EMA/multipliers carried on task steps)")
+    cmd = "python -m benchmarks.l3m_135m " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = report(a.name, settings, rows, ratios, notes, command=cmd.strip())
     res = json.loads(path.read_text())  # the long parts go into the JSON only, not the printed table
     res |= {"trajectories": traj, "lengths": {v: r["lengths"] for v, r in evals.items()},
+            "sentiment": {v: r["sentiment"] for v, r in evals.items()},
             "examples": {v: r["example"] for v, r in evals.items()}}
     path.write_text(json.dumps(res, indent=2))
     return 0

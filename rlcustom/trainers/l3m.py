@@ -118,6 +118,30 @@ class MMConfig(ConstrainedConfig):
     multiplier_init: float = field(default=0.0, metadata=non_negative)  # initial lambda_i
 
 
+def constraint_table(constraints: tuple[ConstraintSpec, ...]) -> tuple[list[dict], list[str], torch.Tensor,
+                                                                    torch.Tensor, torch.Tensor]:
+    """The k scalar constraints ``sign_i * r_{s(i)} >= b_i`` over the distinct reward scorers ``s``: returns
+    ``(scorers, names [k], spec_of [k] (index into scorers), signs [k], bounds [k])``. Constraints of different
+    rewards (a length interval beside a sentiment bound) each get their own scorer; two constraints on the
+    same reward share one (it scores each rollout once)."""
+    scorers: list[dict] = []
+    names, spec_of, signs, bounds = [], [], [], []
+    for c in constraints:
+        if c.scorer() not in scorers:
+            scorers.append(c.scorer())
+        for name, sign, bound in c.parts():
+            names.append(name)
+            spec_of.append(scorers.index(c.scorer()))
+            signs.append(sign)
+            bounds.append(bound)
+    return scorers, names, torch.tensor(spec_of), torch.tensor(signs), torch.tensor(bounds)
+
+
+def signed_rewards(scores: torch.Tensor, spec_of: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """``[B, n_scorers]`` raw rewards -> ``[B, k]`` signed constraint rewards ``sign_i * r_{s(i)}``."""
+    return scores[:, spec_of] * signs
+
+
 def task_coin(seed: int, step: int, task_prob: float = 0.5) -> bool:
     """True: step ``step`` is a task step, else a constraint step (L3M Sec. 5.3); a function of (seed, step) only,
     so a resumed run flips the same coins."""
@@ -141,17 +165,7 @@ class L3MTrainer(PipelineTrainer, DatasetTrainer):
         a, d = self.cfg.algo, self.cfg.data
         build_rollout(self)
         build_learner(self)
-        # k scalar constraints sign_i * r_{s(i)} >= b_i over the distinct reward scorers s
-        scorers, self.names, spec_of, signs, bounds = [], [], [], [], []
-        for c in a.constraints:
-            if c.scorer() not in scorers:
-                scorers.append(c.scorer())
-            for name, sign, bound in c.parts():
-                self.names.append(name)
-                spec_of.append(scorers.index(c.scorer()))
-                signs.append(sign)
-                bounds.append(bound)
-        self.spec_of, self.signs, self.bounds = torch.tensor(spec_of), torch.tensor(signs), torch.tensor(bounds)
+        scorers, self.names, self.spec_of, self.signs, self.bounds = constraint_table(a.constraints)
         self.add_role("reward", ConstraintRewardActor, lambda i: (
             (scorers,), {"tokenizer_path": self.cfg.model.path, "seed": self.cfg.seed, "rank": i,
                          "num_threads": _threads(self, "reward")}))
@@ -203,7 +217,7 @@ class L3MTrainer(PipelineTrainer, DatasetTrainer):
 
     def advantages(self, s: Step) -> None:
         """Monte-Carlo C_i (Eq. 5), its EMA (Sec. 5.3) and the constraint weights; ``s.scores`` is [B, n_scorers]."""
-        s.rewards = s.scores[:, self.spec_of] * self.signs  # [B, k]: sign_i * r_i >= b_i
+        s.rewards = signed_rewards(s.scores, self.spec_of, self.signs)  # [B, k]: sign_i * r_i >= b_i
         s.c_batch = constraint_values(s.rewards, self.bounds)
         s.weights = self.constraint_weights(s.c_batch, self.ema.update(s.c_batch))
         s.batch["constraint_rewards"] = s.rewards
