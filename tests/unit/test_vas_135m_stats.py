@@ -1,0 +1,62 @@
+"""benchmarks/vas_135m_stats.py against hand-computed numbers."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks import vas_135m_stats as S
+
+
+def test_mean_se_by_hand():
+    m, se = S.mean_se([1.0, 2.0, 3.0, 4.0])  # sample var 5/3, SE sqrt(5/3 / 4)
+    assert m == pytest.approx(2.5)
+    assert se == pytest.approx(math.sqrt(5 / 12))
+    assert S.mean_se([7.0]) == (7.0, 0.0)
+    with pytest.raises(ValueError):
+        S.mean_se([])
+
+
+def test_paired_uses_common_prompts_only():
+    m, se, n = S.paired({0: 1.0, 1: 2.0, 2: 4.0}, {0: 2.0, 1: 4.0, 2: 5.0, 3: 9.0})  # diffs 1, 2, 1
+    assert (m, n) == (pytest.approx(4 / 3), 3)
+    assert se == pytest.approx(1 / 3)  # var ((1/3)^2 + (2/3)^2 + (1/3)^2) / 2 = 1/3, SE sqrt(1/9)
+    with pytest.raises(ValueError, match="no prompt in common"):
+        S.paired({0: 1.0}, {1: 1.0})
+
+
+def test_r2_by_hand():
+    assert S.r2([1.0, 2.0, 3.0], [1.0, 3.0, 2.0]) == pytest.approx(0.0)  # SS_res 2 = SS_tot 2
+    assert S.r2([0.0, 0.0, 0.0], [1.0, 2.0, 3.0]) == pytest.approx(-6.0)  # 1 - 14 / 2: worse than the mean
+    assert S.r2([1.0, 2.0], [1.0, 2.0]) == 1.0
+    assert math.isnan(S.r2([0.0, 1.0], [2.0, 2.0]))
+
+
+def test_r2_by_position_buckets_by_hand():
+    # sample A: reward 1, V(s_0..s_2) = 0, .5, 1 (stopped); sample B: reward -1, V = 0, -.5, -.5 (cut)
+    out = S.r2_by_position([[0.0, 0.5, 1.0], [0.0, -0.5, -0.5]], [1.0, -1.0], stopped=[True, False])
+    assert out["t=0 (prompt only)"] == {"n": 2, "r2": pytest.approx(0.0), "mse": 1.0, "var": 1.0}
+    assert out["t=1-7"]["r2"] == pytest.approx(0.75) and out["t=1-7"]["mse"] == pytest.approx(0.25)
+    assert out["final state (after the last token)"]["r2"] == pytest.approx(1 - 0.25 / 2)
+    assert out["final state, stopped on EOS"]["n"] == 1 and math.isnan(out["final state, stopped on EOS"]["r2"])
+    assert out["all states"]["n"] == 6
+    assert out["all states"]["r2"] == pytest.approx(1 - 2.75 / 6)
+    assert "t=8-23" not in out
+    assert S.position_buckets(8, False) == "t=8-23" and S.position_buckets(30, False) == "t>=24"
+    assert S.position_buckets(3, True) == "final state (after the last token)"
+
+
+def test_best_of_n_disjoint_groups():
+    pool = [0.1, 0.5, 0.3, 0.2, 0.9]
+    assert S.best_of_n(pool, 1) == pytest.approx(0.4)  # the mean
+    assert S.best_of_n(pool, 2) == pytest.approx((0.5 + 0.3) / 2)  # groups (.1, .5), (.3, .2); .9 left out
+    assert S.best_of_n(pool, 5) == 0.9
+    with pytest.raises(ValueError, match="pool size"):
+        S.best_of_n(pool, 6)
+
+
+def test_vas_cost_per_position():
+    assert S.vas_cost_per_position(20, 1, 4) == pytest.approx(1 + 21 / 4)
+    assert S.vas_cost_per_position(2, 0, 4) == 1.0
+    with pytest.raises(ValueError):
+        S.vas_cost_per_position(0, 1, 4)
