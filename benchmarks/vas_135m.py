@@ -69,6 +69,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ks", default="2,5", help="further top-k at --curve-beta (cheaper points of the VAS curve)")
     p.add_argument("--curve-beta", type=float, default=None, help="beta of the k points (default: largest beta)")
     p.add_argument("--compose", default="8,8", help="beta_sent,beta_len of the composition rows")
+    p.add_argument("--results", default=str(ROOT / "benchmarks/results/vas_135m.json"),
+                   help="the JSON written (the PNG beside it)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dict(vars(a)) | {"pi0_params": p_pi0, "value_params_per_token": p_value,
                                 "value_cost_ratio": p_value / p_pi0, "stage_times_s": times,
                                 "eval_prompts_used": len(ev.prompts.ids)}
-    report(settings, r2, decodes)
+    report(settings, r2, decodes, Path(a.results))
     return 0
 
 

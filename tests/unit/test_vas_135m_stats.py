@@ -1,6 +1,7 @@
 """benchmarks/vas_135m_stats.py against hand-computed numbers."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -60,3 +61,43 @@ def test_vas_cost_per_position():
     assert S.vas_cost_per_position(2, 0, 4) == 1.0
     with pytest.raises(ValueError):
         S.vas_cost_per_position(0, 1, 4)
+
+
+def _rec(n, rows, **extra):
+    """A stage file: rows[p] = [(sent, len, tokens)] per sample of prompt p."""
+    return {"n": n, "samples": [{"prompt": p, "sent": s, "len": ln, "tokens": t, "stopped": True, "text": ""}
+                                for p, ss in enumerate(rows) for s, ln, t in ss], **extra}
+
+
+def test_report_tables_pair_by_prompt_and_compare_at_equal_compute(tmp_path):
+    from benchmarks import vas_135m_report as R
+
+    bon = _rec(2, [[(0.0, -0.4, 20), (0.2, -0.2, 10)], [(0.4, -0.4, 20), (0.0, -0.4, 20)]])
+    cost = 1.5  # pi_0 forwards per VAS position
+    vas0 = _rec(1, [[(0.0, -0.4, 20)], [(0.4, -0.4, 20)]], beta=0.0, k=2, cost_per_pos=cost)
+    vas8 = _rec(1, [[(0.5, -0.2, 10)], [(0.6, -0.2, 10)]], beta=8.0, k=2, cost_per_pos=cost)
+    ln = _rec(1, [[(0.1, -0.1, 5)], [(0.2, -0.1, 5)]])
+    both = _rec(1, [[(0.3, -0.1, 5)], [(0.5, -0.1, 5)]])
+    decodes = {"bon": bon, "vas_b0_k2": vas0, "vas_b8_k2": vas8, "len": ln, "both": both,
+               "sent_alone_name": "vas_b8_k2"}
+    settings = {"bon": "1,2", "topk": 2, "curve_beta": 8.0}
+    r2 = {"sentiment": {"by_position": {"all states": {"n": 3, "r2": 0.5, "mse": 0.1, "var": 0.2}}}}
+    res = json.loads(R.report(settings, r2, decodes, tmp_path / "v.json").read_text())
+    rows = {r["method"]: r for r in res["rows"]}
+    # BoN N=1: pool means 0.1, 0.2; compute 15, 20 tokens -> 17.5. N=2: maxima 0.2, 0.4; compute 35
+    assert rows["BoN N=1"]["sentiment"] == pytest.approx(0.15) and rows["BoN N=1"]["compute_pi0_fwd"] == 17.5
+    assert rows["BoN N=2"]["sentiment"] == pytest.approx(0.3) and rows["BoN N=2"]["compute_pi0_fwd"] == 35
+    assert rows["BoN N=2"]["len_reward"] == pytest.approx((-0.2 - 0.4) / 2)  # the chosen samples' length reward
+    v8 = rows["VAS beta=8 k=2"]
+    assert v8["compute_pi0_fwd"] == pytest.approx(15.0)  # 10 tokens x 1.5
+    assert v8["sentiment_minus_pi0"] == pytest.approx(0.4)  # (0.5 - 0.1 + 0.6 - 0.2) / 2
+    assert res["beta_steps"][0]["d_sentiment"] == pytest.approx(0.35)  # (0.5 + 0.2) / 2
+    # VAS at 15 forwards vs the cheapest BoN with >= 15: N=1 (17.5); per-prompt 0.4, 0.4
+    (eq,) = res["equal_compute"]
+    assert eq["bon"] == "BoN N=1" and eq["vas_minus_bon"] == pytest.approx(0.4) and eq["vas_minus_bon_se"] == pytest.approx(0, abs=1e-12)
+    comp = {c["decoded"]: c for c in res["composition"]}
+    assert comp["V_sent + V_len"]["sentiment_minus_V_len alone"][0] == pytest.approx(0.25)
+    assert comp["V_sent + V_len"]["len_reward_minus_V_sent alone"][0] == pytest.approx(0.1)
+    assert comp["V_sent + V_len"]["len_reward_minus_pi_0"][0] == pytest.approx(-0.1 - (-0.3 - 0.4) / 2)
+    assert "| t=" not in res["table"] and "| all states | 0.500" in res["table"]
+    assert (tmp_path / "v.png").is_file()
