@@ -235,12 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     p_value = sum(p.numel() for p in v_sent.parameters()) - v_sent.backbone.get_input_embeddings().weight.numel()
 
     decodes: dict[str, dict] = {"bon": ev.decode("bon", a.pool)}
+    bs, bl = _floats(a.compose)
     vas_rows = [(b, a.topk) for b in _floats(a.betas)] + [(a.curve_beta, k) for k in _ints(a.ks) if k != a.topk]
+    if (bs, a.topk) not in vas_rows:  # the composition's "V_sent alone" row
+        vas_rows.append((bs, a.topk))
     for beta, k in vas_rows:
         name = f"vas_b{beta:g}_k{k}"
         decodes[name] = ev.decode(name, a.n, lambda beta=beta, k=k: vas_decoder(v_sent, beta, k=k))
         decodes[name] |= {"beta": beta, "k": k, "cost_per_pos": vas_cost_per_position(k, p_value, p_pi0)}
-    bs, bl = _floats(a.compose)
     decodes["len"] = ev.decode(f"len_b{bl:g}", a.n, lambda: vas_decoder(v_len, bl, k=a.topk)) | {"beta_len": bl}
     decodes["both"] = ev.decode(f"both_b{bs:g}_{bl:g}", a.n, lambda: vas_decoder([v_sent, v_len], [bs, bl], k=a.topk))
     decodes["both"] |= {"beta_sent": bs, "beta_len": bl}

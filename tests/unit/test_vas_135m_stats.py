@@ -82,7 +82,7 @@ def test_report_tables_pair_by_prompt_and_compare_at_equal_compute(tmp_path):
                "sent_alone_name": "vas_b8_k2"}
     settings = {"bon": "1,2", "topk": 2, "curve_beta": 8.0}
     r2 = {"sentiment": {"by_position": {"all states": {"n": 3, "r2": 0.5, "mse": 0.1, "var": 0.2}}}}
-    res = json.loads(R.report(settings, r2, decodes, tmp_path / "v.json").read_text())
+    res = json.loads(R.report(settings, r2, decodes, tmp_path / "vas_135m.json").read_text())
     rows = {r["method"]: r for r in res["rows"]}
     # BoN N=1: pool means 0.1, 0.2; compute 15, 20 tokens -> 17.5. N=2: maxima 0.2, 0.4; compute 35
     assert rows["BoN N=1"]["sentiment"] == pytest.approx(0.15) and rows["BoN N=1"]["compute_pi0_fwd"] == 17.5
@@ -99,5 +99,9 @@ def test_report_tables_pair_by_prompt_and_compare_at_equal_compute(tmp_path):
     assert comp["V_sent + V_len"]["sentiment_minus_V_len alone"][0] == pytest.approx(0.25)
     assert comp["V_sent + V_len"]["len_reward_minus_V_sent alone"][0] == pytest.approx(0.1)
     assert comp["V_sent + V_len"]["len_reward_minus_pi_0"][0] == pytest.approx(-0.1 - (-0.3 - 0.4) / 2)
-    assert "| t=" not in res["table"] and "| all states | 0.500" in res["table"]
-    assert (tmp_path / "v.png").is_file()
+    assert res["table"].startswith("|") and "| all states | 0.500" in res["table"] and "| t=" not in res["table"]
+    assert (tmp_path / "vas_135m.png").is_file()
+    from docsgen import results
+
+    page = results.render("vas_135m", root=tmp_path)  # the docs page's tables come from the JSON's "table"
+    assert "| V_sent + V_len |" in page and "| all states | 0.500" in page
