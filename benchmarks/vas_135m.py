@@ -1,7 +1,7 @@
 """VAS on the embedded SmolLM2-135M-Instruct: value fit (held-out R^2), beta sweep, VAS vs Best-of-N at equal
 compute on the same prompts, and composition of two value models.
 
-    python -m benchmarks.vas_135m [--out runs/vas-135m --samples 1024 --steps 120 --value-layers 4 ...]
+    python -m benchmarks.vas_135m [--out runs/vas-135m --samples 768 --steps 100 --value-layers 4 ...]
 
 Stages, each skipped when its output under ``OUT`` exists (delete a file to redo that stage):
 
@@ -48,10 +48,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/vas-135m", help="output folder (value models, samples, stage files)")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--temperature", type=float, default=1.0, help="pi_0 sampling temperature = decoding temperature")
-    p.add_argument("--samples", type=int, default=1024, help="pi_0 completions labelled for the value fit")
+    p.add_argument("--samples", type=int, default=768, help="pi_0 completions labelled for the value fit")
     p.add_argument("--samples-per-prompt", type=int, default=4)
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of the fit's prompts held out (R^2)")
-    p.add_argument("--steps", type=int, default=120, help="value updates of each value model")
+    p.add_argument("--steps", type=int, default=100, help="value updates of the sentiment value model")
+    p.add_argument("--len-steps", type=int, default=50, help="value updates of the length value model")
     p.add_argument("--batch-size", type=int, default=32, help="samples per value update")
     p.add_argument("--value-layers", type=int, default=4, help="decoder layers of pi_0 kept in the value models")
     p.add_argument("--lr", type=float, default=1e-4)
@@ -60,11 +61,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--len-kwargs", default="{scale: -0.02}", help="YAML mapping of its kwargs")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--max-prompt-tokens", type=int, default=96)
-    p.add_argument("--eval-prompts", type=int, default=48, help="validation prompts every row decodes")
-    p.add_argument("--pool", type=int, default=16, help="pi_0 samples per prompt for Best-of-N")
-    p.add_argument("--bon", default="1,2,4,8,16", help="Best-of-N sizes (<= --pool)")
+    p.add_argument("--eval-prompts", type=int, default=32, help="validation prompts every row decodes")
+    p.add_argument("--pool", type=int, default=8, help="pi_0 samples per prompt for Best-of-N")
+    p.add_argument("--bon", default="1,2,4,8", help="Best-of-N sizes (<= --pool)")
     p.add_argument("--n", type=int, default=2, help="VAS samples per prompt")
-    p.add_argument("--betas", default="0,2,4,8,16", help="beta sweep (sentiment value model)")
+    p.add_argument("--betas", default="0,4,8,16", help="beta sweep (sentiment value model)")
     p.add_argument("--topk", type=int, default=20, help="children valued per step in the beta sweep (paper: 20)")
     p.add_argument("--ks", default="2,5", help="further top-k at --curve-beta (cheaper points of the VAS curve)")
     p.add_argument("--curve-beta", type=float, default=None, help="beta of the k points (default: largest beta)")
@@ -87,15 +88,22 @@ def _dir(a) -> Path:
     return Path(a.out) if Path(a.out).is_absolute() else ROOT / a.out
 
 
-def fit(a, name: str, reward: str, kwargs: str, dataset: Path | None = None) -> float | None:
+def fit(a, name: str, reward: str, kwargs: str, steps: int, dataset: Path | None = None) -> float | None:
     """A value model through the CLI as a user runs it (``OUT/<name>/value``); None when it exists."""
     out = _dir(a) / name
     if (out / "value").is_dir():
         return None
-    cmd = [sys.executable, "-m", "rlcustom.cli", "train", str(ROOT / "configs/vas.yaml"),
+    import yaml
+
+    # configs/vas.yaml with this reward: a dotted reward.kwargs= override would merge into the file's kwargs
+    tree = yaml.safe_load((ROOT / "configs/vas.yaml").read_text())
+    tree["reward"] = {"spec": reward, "kwargs": yaml.safe_load(kwargs) or {}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vas_135m.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+    cmd = [sys.executable, "-m", "rlcustom.cli", "train", str(out / "vas_135m.yaml"),
            f"output_dir={out}", f"model.path={a.model}", "resume=auto", f"seed={a.seed}", "data.split=train",
            f"data.max_prompt_tokens={a.max_prompt_tokens}", f"sampling.max_new_tokens={a.max_new_tokens}",
-           f"reward.spec={reward}", f"reward.kwargs={kwargs}", f"steps={a.steps}", "save_every=20",
+           f"steps={steps}", "save_every=20",
            f"algo.samples={a.samples}", f"algo.samples_per_prompt={a.samples_per_prompt}",
            "algo.prompts_per_batch=8", f"algo.temperature={a.temperature}", f"algo.val_fraction={a.val_fraction}",
            f"algo.batch_size={a.batch_size}", f"algo.value_layers={a.value_layers}", f"algo.lr={a.lr}",
@@ -209,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             (out / "times.json").write_text(json.dumps(times, indent=1))
 
-    timed("fit_sent_s", fit(a, "sent", "vader_sentiment", "{}"))
+    timed("fit_sent_s", fit(a, "sent", "vader_sentiment", "{}", a.steps))
     relabel(a, out / "sent" / "vas_samples.jsonl", out / "len" / "samples_len.jsonl")
-    timed("fit_len_s", fit(a, "len", a.len_reward, a.len_kwargs, dataset=out / "len" / "samples_len.jsonl"))
+    timed("fit_len_s", fit(a, "len", a.len_reward, a.len_kwargs, a.len_steps, dataset=out / "len" / "samples_len.jsonl"))
 
     from benchmarks.vas_135m_report import report
     from benchmarks.vas_135m_stats import vas_cost_per_position
