@@ -56,13 +56,15 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[float, float
 
 
 def r2(pred: Sequence[float], target: Sequence[float]) -> float:
-    """``1 - SS_res / SS_tot`` (``SS_tot`` about the mean of ``target``); nan when the target is constant."""
+    """``1 - SS_res / SS_tot`` (``SS_tot`` about the mean of ``target``); nan when the target is constant
+    (``SS_tot`` within float rounding of 0)."""
     if len(pred) != len(target) or not target:
         raise ValueError(f"r2 needs equal, non-empty lists; got {len(pred)} and {len(target)}")
     m = sum(target) / len(target)
     ss_tot = sum((y - m) ** 2 for y in target)
     ss_res = sum((y - p) ** 2 for p, y in zip(pred, target))
-    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    # a constant target (up to float rounding, e.g. every reply cut at the same length) has no R^2
+    return 1.0 - ss_res / ss_tot if ss_tot > 1e-12 * len(target) * (1.0 + m * m) else float("nan")
 
 
 def position_buckets(t: int, final: bool) -> str:

@@ -31,6 +31,7 @@ def test_r2_by_hand():
     assert S.r2([0.0, 0.0, 0.0], [1.0, 2.0, 3.0]) == pytest.approx(-6.0)  # 1 - 14 / 2: worse than the mean
     assert S.r2([1.0, 2.0], [1.0, 2.0]) == 1.0
     assert math.isnan(S.r2([0.0, 1.0], [2.0, 2.0]))
+    assert math.isnan(S.r2([0.0, 0.0, 0.0], [-0.96, -0.96, -0.96 + 1e-16]))  # rounding, not variance
 
 
 def test_r2_by_position_buckets_by_hand():
