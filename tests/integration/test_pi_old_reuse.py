@@ -123,7 +123,7 @@ def test_objectives_take_pi_old_from_their_own_forward(tiny):
     ids = torch.randint(3, 1000, (3, 9), generator=g)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "prompt_len": 4, "response_mask": mask,
-             "advantages": torch.tensor([1.0, -0.5, 0.25])}
+             "advantages": torch.tensor([[1.0], [-0.5], [0.25]]).expand(3, 5) * mask}
     with torch.no_grad():
         lp = response_logprobs(model, batch)
     batch["behaviour_logprobs"] = lp + torch.linspace(-0.6, 0.6, lp.numel()).reshape(lp.shape) * mask
