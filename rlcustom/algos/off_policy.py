@@ -23,6 +23,17 @@ bounds the variance; ``C = inf`` is plain importance sampling.
 The **engine-vs-learner gap** on the sampled tokens: ``mean |log pi_old - log mu|`` and the k3 estimate of
 ``KL(mu || pi_old)`` under samples from ``mu`` (Schulman 2020, "Approximating KL divergence"),
 ``E_mu[(r - 1) - log r]``, ``r = pi_old / mu`` (non-negative per token).
+
+**pi_old from the update's own forward.** When the update is one optimizer step over the whole batch (one
+epoch, no mini-batches), every micro-batch's forward runs with the weights ``theta_old`` that a separate
+forward before the update would have used, so ``log pi_old = stop_gradient(log pi_theta)`` on every token
+(verl reuses the actor's log-prob as ``old_log_prob`` in the same on-policy case). A batch flagged with
+:data:`PI_OLD_FROM_UPDATE` carries no learner ``logprobs``: the objectives take ``pi_old`` from their own
+forward (:func:`old_logprobs`), so ``rho_t = exp(log pi_theta - stop_gradient(log pi_theta)) = 1`` with the
+gradient of ``log pi_theta``, and ``w_t = min(exp(stop_gradient(log pi_theta) - log mu), C)`` is the same TIS
+weight. They hand those log-probs back under :data:`UPDATE_LOGPROBS` (``[B, T]``), from which the trainer
+measures the gap and the weight statistics after the update. This holds only when the training forward
+equals an evaluation forward (no active dropout).
 """
 from __future__ import annotations
 
@@ -30,7 +41,22 @@ import torch
 
 from rlcustom.algos.masked import masked_mean
 
-__all__ = ["truncated_is_weights", "logprob_gap", "is_weight_stats"]
+__all__ = ["truncated_is_weights", "logprob_gap", "is_weight_stats", "old_logprobs", "update_logprobs_stat",
+           "PI_OLD_FROM_UPDATE", "UPDATE_LOGPROBS"]
+
+PI_OLD_FROM_UPDATE = "pi_old_from_update"  # batch flag: pi_old is the update's own detached log-probs
+UPDATE_LOGPROBS = "rows/update_logprobs"  # objective stat: the update forward's detached log-probs [B, T]
+
+
+def old_logprobs(batch: dict, logprobs: torch.Tensor) -> torch.Tensor:
+    """``log pi_old`` of the batch's tokens: ``logprobs.detach()`` (this forward's own, ``logprobs`` being
+    ``log pi_theta`` ``[B, T]``) when the batch is flagged :data:`PI_OLD_FROM_UPDATE`, else ``batch["logprobs"]``."""
+    return logprobs.detach() if batch.get(PI_OLD_FROM_UPDATE) else batch["logprobs"]
+
+
+def update_logprobs_stat(batch: dict, logprobs: torch.Tensor) -> dict:
+    """``{UPDATE_LOGPROBS: logprobs.detach()}`` for a batch flagged :data:`PI_OLD_FROM_UPDATE`, else ``{}``."""
+    return {UPDATE_LOGPROBS: logprobs.detach()} if batch.get(PI_OLD_FROM_UPDATE) else {}
 
 
 def truncated_is_weights(old_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor,

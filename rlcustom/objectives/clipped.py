@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from rlcustom.algos.off_policy import old_logprobs, update_logprobs_stat
 from rlcustom.algos.policy_objectives import clipped_policy_loss, gspo_loss
 from rlcustom.objectives.policy import tis_weights, with_entropy_and_kl
 from rlcustom.registry import OBJECTIVES
@@ -23,10 +24,12 @@ def policy_clip(model, batch: dict, *, clip_eps: float = 0.2, clip_eps_high: flo
 
     out = response_logprobs(model, batch, return_logits=entropy_coef > 0)
     lp, logits = out if entropy_coef > 0 else (out, None)
-    loss, st = clipped_policy_loss(lp, batch["logprobs"], batch["advantages"], batch["response_mask"],
+    old = old_logprobs(batch, lp)
+    loss, st = clipped_policy_loss(lp, old, batch["advantages"], batch["response_mask"],
                                    clip_eps=clip_eps, clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c,
-                                   agg=agg, max_len=max_len, token_weights=tis_weights(batch, is_cap))
-    return with_entropy_and_kl(model, batch, lp, logits, loss, {f"train/{k}": float(v) for k, v in st.items()},
+                                   agg=agg, max_len=max_len, token_weights=tis_weights(batch, is_cap, old))
+    stats = {f"train/{k}": float(v) for k, v in st.items()} | update_logprobs_stat(batch, lp)
+    return with_entropy_and_kl(model, batch, lp, logits, loss, stats,
                                 entropy_coef=entropy_coef, kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg)
 
 
@@ -38,9 +41,10 @@ def gspo(model, batch: dict, *, clip_eps: float = 3e-4, clip_eps_high: float | N
 
     out = response_logprobs(model, batch, return_logits=entropy_coef > 0)
     lp, logits = out if entropy_coef > 0 else (out, None)
-    loss, st = gspo_loss(lp, batch["logprobs"], batch["advantages"], batch["response_mask"], clip_eps=clip_eps,
-                         clip_eps_high=clip_eps_high)
-    return with_entropy_and_kl(model, batch, lp, logits, loss, {f"train/{k}": float(v) for k, v in st.items()},
+    loss, st = gspo_loss(lp, old_logprobs(batch, lp), batch["advantages"], batch["response_mask"],
+                         clip_eps=clip_eps, clip_eps_high=clip_eps_high)
+    stats = {f"train/{k}": float(v) for k, v in st.items()} | update_logprobs_stat(batch, lp)
+    return with_entropy_and_kl(model, batch, lp, logits, loss, stats,
                                 entropy_coef=entropy_coef, kl_coef=kl_coef, kl_estimator=kl_estimator, agg="seq")
 
 

@@ -10,30 +10,36 @@ from rlcustom.algos.preference import bradley_terry_loss, dpo_loss
 from rlcustom.registry import register_objective
 
 
-def tis_weights(batch: dict, is_cap: float | None) -> torch.Tensor | None:
-    """Truncated importance weights ``min(pi_old / mu, is_cap)`` (:mod:`rlcustom.algos.off_policy`) from the
-    batch's ``logprobs`` (pi_old, the learner's) and ``behaviour_logprobs`` (mu, the engine's); None when off."""
+def tis_weights(batch: dict, is_cap: float | None, old: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Truncated importance weights ``min(pi_old / mu, is_cap)`` (:mod:`rlcustom.algos.off_policy`) from
+    ``old`` (pi_old, the learner's; default the batch's ``logprobs``) and the batch's ``behaviour_logprobs``
+    (mu, the engine's); None when off."""
     if is_cap is None:
         return None
     from rlcustom.algos.off_policy import truncated_is_weights
 
     if "behaviour_logprobs" not in batch:
         raise ValueError("is_cap needs batch['behaviour_logprobs'] (the rollout engine's log-probs)")
-    return truncated_is_weights(batch["logprobs"], batch["behaviour_logprobs"], batch["response_mask"], is_cap)
+    old = batch["logprobs"] if old is None else old
+    return truncated_is_weights(old, batch["behaviour_logprobs"], batch["response_mask"], is_cap)
 
 
 @register_objective("reinforce")
 def reinforce(model, batch: dict, *, is_cap: float | None = None, **_) -> tuple[torch.Tensor, dict]:
     """Vanilla policy gradient: -A * log pi(y_t), token-mean over the batch (Williams 1992); with ``is_cap``,
-    each token's term times the truncated importance weight ``w_t`` (:mod:`rlcustom.algos.off_policy`)."""
+    each token's term times the truncated importance weight ``w_t`` (:mod:`rlcustom.algos.off_policy`; pi_old
+    from this forward when the batch says so: :func:`~rlcustom.algos.off_policy.old_logprobs`)."""
+    from rlcustom.algos.off_policy import old_logprobs, update_logprobs_stat
+
     lp = response_logprobs(model, batch)
     mask = batch["response_mask"]
     adv = batch["advantages"]
     if adv.dim() == 1:
         adv = adv[:, None].expand_as(lp)
-    w = tis_weights(batch, is_cap)
+    w = tis_weights(batch, is_cap, old_logprobs(batch, lp) if is_cap is not None else None)
     loss = -masked_mean(adv * lp if w is None else w * adv * lp, mask)
-    return loss, {"train/pg_loss": float(loss.detach()), "train/logprob": float(masked_mean(lp.detach(), mask))}
+    return loss, {"train/pg_loss": float(loss.detach()), "train/logprob": float(masked_mean(lp.detach(), mask)),
+                  **update_logprobs_stat(batch, lp)}
 
 
 @register_objective("sft")
@@ -50,19 +56,23 @@ def ppo_clip(model, batch: dict, *, clip_eps: float = 0.2, clip_eps_high: float 
              is_cap: float | None = None, **_) -> tuple[torch.Tensor, dict]:
     """PPO clipped surrogate (Schulman et al. 2017, Eq. 7), optional entropy bonus and KL-to-reference loss.
 
-    ``batch`` carries ``logprobs`` (pi_old), ``advantages`` [B, T] and,
+    ``batch`` carries ``logprobs`` (pi_old; or the :data:`~rlcustom.algos.off_policy.PI_OLD_FROM_UPDATE` flag:
+    pi_old is this forward's own, detached), ``advantages`` [B, T] and,
     when ``kl_coef > 0``, ``ref_logprobs`` (KL as a loss term instead of a reward penalty). With ``is_cap``,
     each token's loss is weighted by ``min(pi_old / mu, is_cap)``, ``mu`` = ``behaviour_logprobs`` (TIS).
     """
+    from rlcustom.algos.off_policy import old_logprobs, update_logprobs_stat
     from rlcustom.algos.ppo import ppo_policy_loss
 
     need_logits = entropy_coef > 0
     out = response_logprobs(model, batch, return_logits=need_logits)
     lp, logits = out if need_logits else (out, None)
-    loss, st = ppo_policy_loss(lp, batch["logprobs"], batch["advantages"], batch["response_mask"],
+    old = old_logprobs(batch, lp)
+    loss, st = ppo_policy_loss(lp, old, batch["advantages"], batch["response_mask"],
                                clip_eps=clip_eps, clip_eps_high=clip_eps_high, agg=agg,
-                               token_weights=tis_weights(batch, is_cap))
-    return with_entropy_and_kl(model, batch, lp, logits, loss, {f"train/{k}": float(v) for k, v in st.items()},
+                               token_weights=tis_weights(batch, is_cap, old))
+    stats = {f"train/{k}": float(v) for k, v in st.items()} | update_logprobs_stat(batch, lp)
+    return with_entropy_and_kl(model, batch, lp, logits, loss, stats,
                                entropy_coef=entropy_coef, kl_coef=kl_coef, kl_estimator=kl_estimator, agg=agg)
 
 

@@ -148,13 +148,18 @@ class RoleHost:
                 rg.broadcast("wake")
 
     def learner_train(self, batch: dict, loss: str, learner: str = "learner", **kw) -> dict[str, float]:
-        """Rows split across learner ranks (data parallel); stats averaged over ranks."""
+        """Rows split across learner ranks (data parallel); stats averaged over ranks, per-row tensor stats (the
+        update's own log-probs, :data:`~rlcustom.algos.off_policy.UPDATE_LOGPROBS`) concatenated in row order."""
+        import torch
+
         lg = self.groups[learner]
         self._trained_this_step = True
         shards = shard_batch(batch, len(lg))
         stats = lg.get([a.train_step.remote(s, loss, **kw) for a, s in zip(lg.actors, shards)], f"{learner}.train_step")
         keys = set().union(*stats)
-        return {k: sum(s.get(k, 0.0) for s in stats) / len(stats) for k in keys}
+        rows = {k for k in keys if torch.is_tensor(stats[0].get(k))}
+        return {k: torch.cat([s[k] for s in stats]) if k in rows else sum(s.get(k, 0.0) for s in stats) / len(stats)
+                for k in keys}
 
     def shutdown(self) -> None:
         if self.in_process:  # the roles' objects go with their references

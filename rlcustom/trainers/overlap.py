@@ -18,7 +18,10 @@ prompts in order, a checkpoint stores the position of the oldest batch still in 
 
 The batch that the learner then sees carries ``logprobs`` = the learner's own log-probs before the
 update (``pi_old``) and ``behaviour_logprobs`` = the engine's (``mu``); ``is_correction: tis`` weights
-each token's policy loss by ``min(pi_old / mu, is_cap)`` (:mod:`rlcustom.algos.off_policy`).
+each token's policy loss by ``min(pi_old / mu, is_cap)`` (:mod:`rlcustom.algos.off_policy`). When the
+update is one optimizer step over the whole batch and the learner draws no dropout (``algo.pi_old: auto``),
+``pi_old`` is the update's own detached log-probs instead of a learner forward before it
+(:meth:`RolloutOverlap.pi_old_from_update`): the same numbers, one forward fewer.
 """
 from __future__ import annotations
 
@@ -42,6 +45,9 @@ class OffPolicyConfig:
     # none | tis: truncated importance weights min(pi_old / mu, is_cap) on each token's policy loss
     is_correction: Literal["none", "tis"] = "none"  # off-policy correction with the engine's log-probs: none | tis
     is_cap: float = field(default=2.0, metadata=positive)  # C, the truncation of the TIS weights min(pi_old/mu, C)
+    # auto: pi_old = the update's own detached log-probs when the update is one optimizer step over the batch and
+    # the learner has no dropout (no learner forward before the update); forward: always that separate forward
+    pi_old: Literal["auto", "forward"] = "auto"  # learner log-probs before the update: auto (reuse when exact) | forward
 
 
 @dataclass
@@ -189,16 +195,71 @@ class RolloutOverlap:
 
     # ------------------------------------------------------------------ the learner's batch
     def off_policy_batch(self, s, old_lp: torch.Tensor) -> dict:
-        """``logprobs`` = the learner's ``pi_old``, ``behaviour_logprobs`` = the engine's, and their metrics:
-        the gap (``rollout/logprob_gap_abs``, ``rollout/logprob_kl``) and, with TIS, ``is/weight_mean``,
+        """``logprobs`` = the learner's ``pi_old``, ``behaviour_logprobs`` = the engine's, and their metrics
+        (:meth:`off_policy_stats`)."""
+        engine_lp = s.batch["logprobs"]
+        s.stats |= self.off_policy_stats(old_lp, engine_lp, s.batch["response_mask"])
+        return {"logprobs": old_lp, "behaviour_logprobs": engine_lp}
+
+    def off_policy_stats(self, old_lp: torch.Tensor, engine_lp: torch.Tensor, mask: torch.Tensor) -> dict:
+        """The gap (``rollout/logprob_gap_abs``, ``rollout/logprob_kl``) and, with TIS, ``is/weight_mean``,
         ``is/weight_max``, ``is/clipfrac``."""
         from rlcustom.algos.off_policy import is_weight_stats, logprob_gap
 
-        a, engine_lp, mask = self.cfg.algo, s.batch["logprobs"], s.batch["response_mask"]
-        s.stats |= logprob_gap(old_lp, engine_lp, mask)
+        a = self.cfg.algo
+        out = logprob_gap(old_lp, engine_lp, mask)
         if a.is_correction == "tis":
-            s.stats |= is_weight_stats(old_lp, engine_lp, mask, a.is_cap)
-        return {"logprobs": old_lp, "behaviour_logprobs": engine_lp}
+            out |= is_weight_stats(old_lp, engine_lp, mask, a.is_cap)
+        return out
+
+    def pi_old_from_update(self, one_step: bool) -> bool:
+        """Whether ``pi_old`` is the update's own detached log-probs, with no learner forward before the update:
+        ``algo.pi_old: auto``, the update is ``one_step`` (one optimizer step over the whole batch: every
+        micro-batch's forward then runs with the weights a forward before the update would use) and the
+        learner's training forward draws no dropout (``learner_dropout`` empty), so it gives the log-probs of
+        that forward. Else (several optimizer steps per batch, dropout, ``forward``) the separate forward stays."""
+        return one_step and getattr(self.cfg.algo, "pi_old", "auto") == "auto" and not self.learner_dropout
+
+    @property
+    def learner_dropout(self) -> list[str]:
+        """Where the learner's training forward draws dropout: ``model.lora.dropout`` and the ``*dropout*`` rates
+        of the model's ``config.json`` (e.g. ``attention_dropout``) that are > 0; read once."""
+        if getattr(self, "_learner_dropout", None) is None:
+            from transformers import AutoConfig
+
+            from rlcustom.models.loading import resolve_model_path
+
+            m = self.cfg.model
+            out = ["model.lora.dropout"] if m.lora is not None and m.lora.dropout > 0 else []
+            hf = AutoConfig.from_pretrained(resolve_model_path(m.path), trust_remote_code=m.trust_remote_code)
+            out += [f"config.json {k}" for k, v in vars(hf).items()
+                    if "dropout" in k and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
+            self._learner_dropout = out
+        return self._learner_dropout
+
+    def pi_old_from_update_batch(self, s) -> dict:
+        """The learner batch when ``pi_old`` comes from the update (:meth:`pi_old_from_update`): no ``logprobs``,
+        the flag :data:`~rlcustom.algos.off_policy.PI_OLD_FROM_UPDATE`, the engine's log-probs as
+        ``behaviour_logprobs`` (TIS)."""
+        from rlcustom.algos.off_policy import PI_OLD_FROM_UPDATE
+
+        batch = {k: v for k, v in s.batch.items() if k != "logprobs"}
+        return batch | {"behaviour_logprobs": s.batch["logprobs"], PI_OLD_FROM_UPDATE: True}
+
+    def pi_old_update_stats(self, s, stats: dict) -> dict:
+        """``stats`` of an update whose batch took ``pi_old`` from its own forward, without those log-probs
+        (:data:`~rlcustom.algos.off_policy.UPDATE_LOGPROBS`): they become ``s.old_lp``, and off-policy the gap
+        and TIS metrics are measured on them (what :meth:`off_policy_batch` measures before a separate forward's
+        update). ``stats`` unchanged when they are not there."""
+        from rlcustom.algos.off_policy import UPDATE_LOGPROBS
+
+        lp = stats.pop(UPDATE_LOGPROBS, None)
+        if lp is None:
+            return stats
+        s.old_lp = lp
+        if self.off_policy:
+            stats |= self.off_policy_stats(lp, s.batch["behaviour_logprobs"], s.batch["response_mask"])
+        return stats
 
     def is_kwargs(self) -> dict:
         """The learner objective's ``is_cap`` when TIS is on."""

@@ -51,17 +51,22 @@ class PGTrainer(PipelineTrainer):
     def score(self, s: Step) -> None:
         """Rewards; with DAPO's dynamic sampling, all-equal groups dropped and refilled (constant batch size);
         the objective's score shaping (overlong penalty). Off-policy (overlap or TIS): the learner's log-probs
-        of the batch too (``pi_old``, alongside the reward)."""
+        of the batch too (``pi_old``, alongside the reward), unless the update's own forward gives them (the
+        update is one optimizer step: :meth:`~rlcustom.trainers.overlap.RolloutOverlap.pi_old_from_update`)."""
         from rlcustom.trainers.filters import resample_step
         from rlcustom.trainers.objective_plan import shape_scores
 
+        if self.off_policy:
+            s.pi_old_reused = self.pi_old_from_update(one_step=True)  # update(): one learner_train call
+            s.stats["train/pi_old_forward"] = 0.0 if s.pi_old_reused else 1.0
+        forward = self.off_policy and not s.pi_old_reused
         if self.loss_plan.dynamic_sampling:
             params = s.params if s.params is not None else self.sampling_params()
             s.ro, s.scores, m = resample_step(self, s.ro, params, self.loss_plan, self.cfg.algo.prompts_per_step)
             s.batch, s.stats = s.ro.padded(self.pad_id), s.stats | m
-            old = self.groups["learner"].scatter("forward_logprobs", s.batch) if self.off_policy else None
+            old = self.groups["learner"].scatter("forward_logprobs", s.batch) if forward else None
         else:
-            old = self.groups["learner"].scatter("forward_logprobs", s.batch) if self.off_policy else None
+            old = self.groups["learner"].scatter("forward_logprobs", s.batch) if forward else None
             super().score(s)
             s.scores = shape_scores(self.loss_plan, s.scores, s.ro, self.cfg.sampling.max_new_tokens)
         if old is not None:
@@ -75,13 +80,16 @@ class PGTrainer(PipelineTrainer):
             token_rewards=None, values=None, mask=s.batch["response_mask"], scores=s.scores,
             group_ids=torch.tensor(s.ro.prompt_index), gamma=1.0, lam=1.0, **self.loss_plan.adv_kwargs)
         s.batch["advantages"] = adv
-        if self.off_policy:  # pi_old = the learner's, the engine's as behaviour log-probs (TIS, metrics)
+        if s.pi_old_reused:  # pi_old from the update's own forward; the engine's as behaviour log-probs
+            s.batch = self.pi_old_from_update_batch(s)
+        elif self.off_policy:  # pi_old = the learner's, the engine's as behaviour log-probs (TIS, metrics)
             s.batch |= self.off_policy_batch(s, s.old_lp)
 
     def update(self, s: Step) -> None:
         p = self.loss_plan
-        s.stats |= self.learner_train(s.batch, p.loss, **p.loss_kwargs, **self.is_kwargs(),
-                                      **({"weighting": p.weighting} if p.weighting else {}))
+        stats = self.learner_train(s.batch, p.loss, **p.loss_kwargs, **self.is_kwargs(),
+                                   **({"weighting": p.weighting} if p.weighting else {}))
+        s.stats |= self.pi_old_update_stats(s, stats)  # the gap and TIS metrics when pi_old came from it
 
     def metrics(self, s: Step) -> dict[str, float]:
         if self.cfg.algo.check_sync:

@@ -37,6 +37,7 @@ class Step:
     scores: torch.Tensor | None = None  # [B] sequence rewards
     stats: dict[str, float] = field(default_factory=dict)
     rows: list[str] = field(default_factory=lambda: ["scores"])
+    pi_old_reused: bool = False  # pi_old is the update's own detached log-probs (no learner forward before it)
 
     def select(self, keep: list[int]) -> None:
         """Keep rows ``keep`` (in order) of the rollouts, the batch and every attribute named in ``rows``."""

@@ -97,6 +97,18 @@ class PPOTrainer(PipelineTrainer):
         self.kl_ctl = (AdaptiveKLController(a.kl_coef, a.kl_target, a.kl_horizon) if a.kl_target
                        else FixedKLController(a.kl_coef))
 
+    @property
+    def reuses_pi_old(self) -> bool:
+        """``pi_old`` from the PPO update's own forward, no learner forward in ``score``: one epoch (one optimizer
+        step over the batch, :meth:`~rlcustom.trainers.overlap.RolloutOverlap.pi_old_from_update`), learner
+        log-probs asked for (``recompute_logprobs``), and nothing before the update needs them: no KL penalty in
+        the reward (``kl_mode: loss``, or a fixed ``kl_coef: 0``) and no shared critic (its values come from that
+        forward, and GAE needs them first)."""
+        a = self.cfg.algo
+        no_reward_kl = a.kl_mode == "loss" or (a.kl_coef == 0 and a.kl_target is None)
+        return (a.recompute_logprobs and no_reward_kl and not self.shared_critic
+                and self.pi_old_from_update(one_step=a.ppo_epochs == 1))
+
     # ------------------------------------------------------------------ stages
     def score(self, s: Step) -> None:
         """Reward, reference log-probs, values and behaviour log-probs: at once on separate devices, one after
@@ -107,6 +119,9 @@ class PPOTrainer(PipelineTrainer):
         from rlcustom.trainers.scoring import gather_scores, scatter_scores, settle
 
         a, critic, plan, g = self.cfg.algo, "critic" in self.groups, self.loss_plan, self.groups
+        if a.recompute_logprobs:
+            s.pi_old_reused = self.reuses_pi_old
+            s.stats["train/pi_old_forward"] = 0.0 if s.pi_old_reused else 1.0
         if plan.dynamic_sampling:  # the reward first: all-equal groups are dropped and refilled (DAPO)
             params = s.params if s.params is not None else self.sampling_params()
             s.ro, s.scores, m = resample_step(self, s.ro, params, plan, a.prompts_per_step)
@@ -120,7 +135,7 @@ class PPOTrainer(PipelineTrainer):
             refs["values"] = settle(g["critic"], g["critic"].scatter("values", batch), seq)
         if self.shared_critic:  # log-probs and values from one forward of the learner
             refs["old"] = g["learner"].scatter("logprobs_and_values", batch)
-        elif a.recompute_logprobs:
+        elif a.recompute_logprobs and not s.pi_old_reused:
             refs["old"] = g["learner"].scatter("forward_logprobs", batch)
         if not plan.dynamic_sampling:  # + reward/<part>, reward/fail/<reason>; DAPO's overlong penalty
             scores, m = gather_scores(self, refs["score"])
@@ -131,6 +146,8 @@ class PPOTrainer(PipelineTrainer):
             lv = g["learner"].gather(refs["old"], "learner logprobs and values")
             s.old_lp = lv[..., 0] if a.recompute_logprobs else batch["logprobs"]
             s.values = lv[..., 1]
+        elif s.pi_old_reused:
+            s.old_lp = None  # the update's own log-probs (pi_old_update_stats)
         else:
             s.old_lp = g["learner"].gather(refs["old"], "learner logprobs") if a.recompute_logprobs else batch["logprobs"]
         s.rows += ["ref_lp", "values", "old_lp"]
@@ -143,9 +160,12 @@ class PPOTrainer(PipelineTrainer):
         from rlcustom.registry import ADV_ESTIMATORS
 
         a, mask = self.cfg.algo, s.batch["response_mask"]
-        s.kl_tok = get_kl_estimator(a.kl_estimator)(s.old_lp, s.ref_lp) * mask
         beta = self.kl_ctl.value if a.kl_mode == "reward" else 0.0
-        token_rewards = kl_penalty_rewards(s.scores, s.old_lp, s.ref_lp, mask, beta, estimator=a.kl_estimator)
+        if s.pi_old_reused:  # beta is 0 (reuses_pi_old): the penalty is 0 whatever pi_old; KL metric after update
+            token_rewards = kl_penalty_rewards(s.scores, s.ref_lp, s.ref_lp, mask, beta, estimator=a.kl_estimator)
+        else:
+            s.kl_tok = get_kl_estimator(a.kl_estimator)(s.old_lp, s.ref_lp) * mask
+            token_rewards = kl_penalty_rewards(s.scores, s.old_lp, s.ref_lp, mask, beta, estimator=a.kl_estimator)
         # Sequence estimators see the KL-shaped return sum_t r_t = score - beta * KL (TRL's RLOO, verl's
         # KL-in-reward): passing the raw scores would drop the penalty.
         shaped = masked_sum(token_rewards, mask, dim=-1)
@@ -155,6 +175,9 @@ class PPOTrainer(PipelineTrainer):
             group_ids=torch.tensor(s.ro.prompt_index), gamma=a.gamma, lam=a.lam, **self.loss_plan.adv_kwargs)
         if a.whiten_advantages if a.whiten_advantages is not None else name == "gae":
             adv = whiten_advantages(adv, mask)
+        if s.pi_old_reused:  # pi_old from the update's own forward; the engine's as behaviour log-probs
+            s.batch = self.pi_old_from_update_batch(s) | {"advantages": adv, "ref_logprobs": s.ref_lp}
+            return
         if self.off_policy and a.recompute_logprobs:  # the engine's log-probs stay as behaviour (TIS, metrics)
             s.batch |= self.off_policy_batch(s, s.old_lp)
         s.batch |= {"logprobs": s.old_lp, "advantages": adv, "ref_logprobs": s.ref_lp}
@@ -173,7 +196,11 @@ class PPOTrainer(PipelineTrainer):
             if "critic" in self.groups:
                 stats |= self.learner_train(s.batch | {"returns": s.returns, "old_values": s.values}, "value_clip",
                                             learner="critic", clip_eps=a.value_clip_eps)  # rows split over ranks
-        s.stats |= stats
+        s.stats |= self.pi_old_update_stats(s, stats)  # with pi_old from the update: its log-probs -> s.old_lp
+        if s.pi_old_reused:
+            from rlcustom.algos.kl import get_kl_estimator
+
+            s.kl_tok = get_kl_estimator(a.kl_estimator)(s.old_lp, s.ref_lp) * s.batch["response_mask"]
 
     def metrics(self, s: Step) -> dict[str, float]:
         from rlcustom.algos.masked import masked_mean

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
+import torch
+
 from rlcustom.training.batches import count, n_rows, to_device
 
 if TYPE_CHECKING:
@@ -24,7 +26,8 @@ def accumulate(te: "TrainingEngine", batch: dict, fn: Objective, weighting: str,
     back-propagates ``loss * nan``: every rank then sees non-finite reduced gradients.
 
     Returns (stats, first micro-batch, objective with its kwargs bound). Stats: objective
-    stats averaged over the real micro-batches, ``train/loss`` (this rank's mean loss under
+    stats averaged over the real micro-batches (a per-row tensor stat, e.g. the update's own log-probs
+    ``[rows, T]``, concatenated over them in row order instead), ``train/loss`` (this rank's mean loss under
     the weighting; with ``global_loss`` the mean over all ranks, one more all-reduce) and
     ``train/nonfinite_loss`` (this rank's).
     """
@@ -36,6 +39,7 @@ def accumulate(te: "TrainingEngine", batch: dict, fn: Objective, weighting: str,
     total = max(total, 1.0)
     te.engine.train()
     sums: dict[str, float] = {}
+    rows: dict[str, list[torch.Tensor]] = {}
     loss_num, loss_den, nonfinite, plain = 0.0, 0.0, False, []
     for i in range(int(n_steps)):
         real = i < len(mbs)
@@ -54,8 +58,12 @@ def accumulate(te: "TrainingEngine", batch: dict, fn: Objective, weighting: str,
             loss_num += lv * counts[i]
             loss_den += counts[i]
             for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-    out = {k: v / len(mbs) for k, v in sums.items()}
+                if torch.is_tensor(v) and v.dim() > 0:  # one value per row: kept, not averaged
+                    rows.setdefault(k, []).append(v.detach().float().cpu())
+                else:
+                    sums[k] = sums.get(k, 0.0) + float(v)
+    out: dict[str, Any] = {k: v / len(mbs) for k, v in sums.items()}
+    out |= {k: torch.cat(v) for k, v in rows.items()}
     out["train/loss"] = loss_num / loss_den if loss_den > 0 else sum(plain) / len(plain)
     if global_loss:
         num, den = te.all_reduce([loss_num, loss_den], "sum")
