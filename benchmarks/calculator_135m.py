@@ -69,7 +69,7 @@ def _configs(out: Path):
 
     tool = load_config(str(RL_CONFIG), [f"output_dir={out}/eval", "rollout.wall_s=3600"])  # no wall-time cut in eval
     held = [r for _, r in task_records(tool.data.prompts)
-            if is_validation(r["prompt"], tool.data.val_fraction, tool.seed)]
+            if is_validation(r["prompt"], tool.data.val_fraction, tool.data.split_seed)]
     path = out / "heldout_plain.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"prompt": r["prompt"][: -len(FORMATS["calculator"])] + FORMATS["hash"],

@@ -220,7 +220,7 @@ def evaluate_model(a, path: str) -> dict:
                              f"data.max_prompt_tokens={a.max_prompt_tokens}", f"seed={a.seed}"])
     t = time.perf_counter()
     tok, model = load_tokenizer(path), load_causal_lm(path).eval()
-    ps = build_prompts(dataclasses.replace(cfg.data, limit=a.eval_prompts), tok, seed=a.seed)
+    ps = build_prompts(dataclasses.replace(cfg.data, limit=a.eval_prompts), tok)
     params = SamplingParams(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
                             n=a.eval_samples, seed=a.seed + 12345)  # the same seed for every model
     ro = HFEngine(model, tok, batch_size=32).generate(ps.ids, params)
@@ -229,7 +229,7 @@ def evaluate_model(a, path: str) -> dict:
     t = time.perf_counter()
     # the task perplexity as `rlcustom eval --metrics ppl` computes it (rlcustom/eval/metrics.py), kept per row
     d = cfg.data
-    rows = list(load_preference_pairs(d.prompts, split="validation", val_fraction=d.val_fraction, seed=cfg.seed,
+    rows = list(load_preference_pairs(d.prompts, split="validation", val_fraction=d.val_fraction, seed=d.split_seed,
                                       limit=a.ppl_pairs))
     texts = [format_prompt(tok, r.get("messages") or r["prompt"], use_chat_template=d.chat_template) for r in rows]
     ch = encode_pairs(tok, texts, [r["chosen"] for r in rows], d.max_prompt_tokens, 256)

@@ -179,7 +179,7 @@ class Evaluator:
         self.model = load_causal_lm(a.model).eval()
         self.eng = HFEngine(self.model, self.tok, batch_size=64)
         self.prompts = build_prompts(DataConfig(prompts="hh-rlhf", split="validation", limit=a.eval_prompts,
-                                                max_prompt_tokens=a.max_prompt_tokens), self.tok, seed=a.seed)
+                                                max_prompt_tokens=a.max_prompt_tokens), self.tok)
         self.base = SamplingParams(max_new_tokens=a.max_new_tokens, temperature=a.temperature, seed=a.seed + 1)
         self.len_kwargs = yaml.safe_load(a.len_kwargs) or {}
 

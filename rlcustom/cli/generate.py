@@ -96,8 +96,7 @@ def run_generation(cfg, out_path: str | None = None, batch_size: int = 8) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     out = Path(out_path) if out_path else out_dir / "generations.jsonl"
     # data errors surface before the (slow) model load
-    prompts = build_prompts(cfg.data, load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code),
-                            seed=cfg.seed)
+    prompts = build_prompts(cfg.data, load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code))
     t0 = time.perf_counter()
     guided = None
     if cfg.decoder.name:  # guided decoders run on the hf engine; one chunk per batch (per-row state)

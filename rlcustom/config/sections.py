@@ -31,6 +31,7 @@ class DataConfig:
     prompts: str = "hh-rlhf"  # "hh-rlhf" (bundled) or a .jsonl/.json/.parquet file
     split: Literal["train", "validation", "all"] = "train"  # which part of the seeded train/validation split to use
     val_fraction: float = field(default=0.1, metadata=unit_interval)  # share of prompts in the validation split
+    split_seed: int = 0  # salts the split's hash; not the run's seed, so runs and evals at any seed share one held-out set
     limit: int | None = field(default=None, metadata=positive)  # keep the first N records after the split (null: all)
     chat_template: bool = True  # format prompts with the tokenizer's chat template (false: raw text)
     max_prompt_tokens: int = field(default=256, metadata=positive)  # prompt length cap in tokens (after templating)
@@ -126,7 +127,7 @@ class RunConfig:
     """The top level of every config file."""
 
     trainer: str = "generate"  # a registered trainer (ppo, pg, sft, dpo, ...) or generate
-    seed: int = 0  # seeds the data split and shuffling, sampling and model init
+    seed: int = 0  # seeds prompt order, sampling and model init (the train/validation split: data.split_seed)
     output_dir: str = "runs/default"  # run directory: metrics, checkpoints/, the final model
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()

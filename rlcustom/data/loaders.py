@@ -14,7 +14,9 @@ dataset name (``"hh-rlhf"``). Records may be HH-style full dialogues
 ``{"prompt", "completion"}`` records; a prompt may be a string or a list of chat messages.
 
 The train/validation split is deterministic: a record is in validation when
-``sha1(f"{seed}\\0{prompt}")`` read as a fraction in [0, 1) is below ``val_fraction``.
+``sha1(f"{seed}\\0{prompt}")`` read as a fraction in [0, 1) is below ``val_fraction``; callers pass
+``data.split_seed`` (0 unless set), never the run's ``seed``, so a run at ``seed=1`` and an eval at ``seed=2``
+hold out the same prompts.
 It does not depend on file order or Python's hash seed, the same prompt always lands in
 the same split, and all three loaders split the same data the same way.
 """

@@ -16,11 +16,13 @@ class PromptSet:
     fields: list[dict] = field(default_factory=list)  # per prompt: its record's other columns (answer, tests, ...)
 
 
-def build_prompts(data_cfg, tokenizer, seed: int = 0) -> PromptSet:
+def build_prompts(data_cfg, tokenizer) -> PromptSet:
+    """The prompts of ``data_cfg``'s split (salted by ``data_cfg.split_seed``, not the run's seed), templated."""
     from rlcustom.data.chat import format_prompt, truncate_prompt_ids
     from rlcustom.data.loaders import load_prompts
 
-    ds = load_prompts(data_cfg.prompts, split=data_cfg.split, val_fraction=data_cfg.val_fraction, seed=seed,
+    ds = load_prompts(data_cfg.prompts, split=data_cfg.split, val_fraction=data_cfg.val_fraction,
+                      seed=data_cfg.split_seed,
                       on_bad_record=data_cfg.on_bad_record, limit=data_cfg.limit)
     out = PromptSet([], [], [], bad_records=int(getattr(ds, "bad_records", 0) or 0))
     row_fields = getattr(ds, "row_fields", None) or [{}] * len(ds)

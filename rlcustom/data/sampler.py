@@ -34,7 +34,7 @@ class PromptSampler:
         from rlcustom.models.loading import load_tokenizer
 
         tok = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
-        return cls(build_prompts(cfg.data, tok, seed=cfg.seed), cfg.seed, tok)
+        return cls(build_prompts(cfg.data, tok), cfg.seed, tok)
 
     def __len__(self) -> int:
         return len(self.order)

@@ -157,7 +157,7 @@ def run(cfg, *, lams: Sequence[float], aligned: str | None = None, adapter: str 
         load_aligned(None, aligned=None, adapter=None)
     m = cfg.model
     tok = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
-    ps = build_prompts(dataclasses.replace(cfg.data, split="validation", limit=limit), tok, seed=cfg.seed)
+    ps = build_prompts(dataclasses.replace(cfg.data, split="validation", limit=limit), tok)
     r = cfg.reward
     actor = RewardActor(r.spec, model_path=r.model_path, url=r.url, kwargs=dict(r.kwargs), tokenizer_path=m.path,
                         timeout_s=r.timeout_s, max_retries=r.max_retries, api_key_env=r.api_key_env)

@@ -31,7 +31,7 @@ def heldout_accuracy(cfg, model_path: str, *, limit: int | None = None, max_new_
 
     t0 = time.perf_counter()
     tok = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
-    ps = build_prompts(dataclasses.replace(cfg.data, split="validation", limit=limit), tok, seed=cfg.seed)
+    ps = build_prompts(dataclasses.replace(cfg.data, split="validation", limit=limit), tok)
     engine = HFEngine.from_pretrained(model_path, dtype=cfg.model.dtype, batch_size=batch_size,
                                       trust_remote_code=cfg.model.trust_remote_code)
     params = SamplingParams(max_new_tokens=max_new_tokens or cfg.sampling.max_new_tokens, temperature=0.0, seed=0)

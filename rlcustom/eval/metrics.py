@@ -66,7 +66,7 @@ def evaluate(cfg, *, policy: str, reference: str | None, metrics: tuple[str, ...
     ref = load_causal_lm(reference, dtype=cfg.model.dtype) if reference and not policy_is_rm else None
 
     if model is not None and ({"reward", "kl"} & set(metrics)):
-        ps = build_prompts(dataclasses.replace(d, split="validation", limit=limit), tok, seed=cfg.seed)
+        ps = build_prompts(dataclasses.replace(d, split="validation", limit=limit), tok)
         ro = HFEngine(model, tok).generate(ps.ids, cfg.sampling.params(seed=cfg.seed))
         out["per_sample"] = {}
         if "reward" in metrics:
@@ -91,7 +91,7 @@ def evaluate(cfg, *, policy: str, reference: str | None, metrics: tuple[str, ...
 
     if {"pairs", "ppl"} & set(metrics):
         rows = list(load_preference_pairs(d.prompts, split="validation", val_fraction=d.val_fraction,
-                                          seed=cfg.seed, limit=pairs_limit))
+                                          seed=d.split_seed, limit=pairs_limit))
         texts = [format_prompt(tok, r.get("messages") or r["prompt"], use_chat_template=d.chat_template) for r in rows]
         if "pairs" in metrics:
             if policy_is_rm:

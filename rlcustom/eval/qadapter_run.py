@@ -169,7 +169,7 @@ def run(cfg, *, adapter: str | None = None, policy: str | None = None, pairs: in
                                                 trust_remote_code=cfg.model.trust_remote_code)
     kw = dict(alpha=alpha, alpha0=alpha0, gamma=gamma, **lens)
 
-    rows = list(load_preference_pairs(d.prompts, split="validation", val_fraction=d.val_fraction, seed=cfg.seed,
+    rows = list(load_preference_pairs(d.prompts, split="validation", val_fraction=d.val_fraction, seed=d.split_seed,
                                       on_bad_record=d.on_bad_record, limit=pairs))
     texts = [format_prompt(tok, r.get("messages") or r["prompt"], use_chat_template=d.chat_template) for r in rows]
     ch = score_rows(kind, model, base, tok, texts, [r["chosen"] for r in rows], **kw)

@@ -169,7 +169,7 @@ class L3MTrainer(PipelineTrainer, DatasetTrainer):
         self.add_role("reward", ConstraintRewardActor, lambda i: (
             (scorers,), {"tokenizer_path": self.cfg.model.path, "seed": self.cfg.seed, "rank": i,
                          "num_threads": _threads(self, "reward")}))
-        self.load_rows(list(load_sft(d.prompts, split=d.split, val_fraction=d.val_fraction, seed=self.cfg.seed,
+        self.load_rows(list(load_sft(d.prompts, split=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
                                      on_bad_record=d.on_bad_record, limit=d.limit)))
         self.ema = ConstraintEMA(len(self.names), smoothing=a.ema_smoothing)
         self.task_steps = 0  # task batches drawn so far (the position in the task data)

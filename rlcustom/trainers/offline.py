@@ -69,7 +69,7 @@ class SFTTrainer(DatasetTrainer):
 
         d = self.cfg.data
         build_learner(self)
-        self.load_rows(list(load_sft(d.prompts, split=d.split, val_fraction=d.val_fraction, seed=self.cfg.seed,
+        self.load_rows(list(load_sft(d.prompts, split=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
                                      on_bad_record=d.on_bad_record, limit=d.limit)))
 
     def step(self) -> dict[str, float]:
@@ -108,7 +108,7 @@ class DPOTrainer(DatasetTrainer):
         build_learner(self)
         build_reference(self)
         self.load_rows(list(load_preference_pairs(d.prompts, split=d.split, val_fraction=d.val_fraction,
-                                                  seed=self.cfg.seed, on_bad_record=d.on_bad_record, limit=d.limit)))
+                                                  seed=d.split_seed, on_bad_record=d.on_bad_record, limit=d.limit)))
 
     def step(self) -> dict[str, float]:
         a = self.cfg.algo
@@ -150,7 +150,7 @@ class RewardTrainer(DatasetTrainer):
         d = self.cfg.data
         build_learner(self, model_kind="reward", num_layers=self.cfg.algo.backbone_layers)
         self.load_rows(list(load_preference_pairs(d.prompts, split=d.split, val_fraction=d.val_fraction,
-                                                  seed=self.cfg.seed, on_bad_record=d.on_bad_record, limit=d.limit)))
+                                                  seed=d.split_seed, on_bad_record=d.on_bad_record, limit=d.limit)))
 
     def pair_batch(self, rows: list[dict]) -> dict:
         prompts = [r["prompt_text"] for r in rows for _ in (0, 1)]

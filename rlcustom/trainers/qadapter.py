@@ -99,7 +99,7 @@ class QAdapterTrainer(DatasetTrainer):
         d = self.cfg.data
         build_learner(self)
         self.load_rows(list(load_preference_pairs(d.prompts, split=d.split, val_fraction=d.val_fraction,
-                                                  seed=self.cfg.seed, on_bad_record=d.on_bad_record, limit=d.limit)))
+                                                  seed=d.split_seed, on_bad_record=d.on_bad_record, limit=d.limit)))
         for i, r in enumerate(self.rows):
             r["_row"] = i
         if self.cfg.algo.base_forward == "cached":
@@ -199,12 +199,12 @@ class ReplayTrainer(DatasetTrainer):
 
         d, a = self.cfg.data, self.cfg.algo
         build_learner(self)
-        self.load_rows(list(load_sft(d.prompts, split=d.split, val_fraction=d.val_fraction, seed=self.cfg.seed,
+        self.load_rows(list(load_sft(d.prompts, split=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
                                      on_bad_record=d.on_bad_record, limit=d.limit)))
         if a.replay_prompts is None:
             prompts = list(NEUTRAL_PROMPTS[: a.replay_examples])
         else:
-            prompts = [r["messages"] for r in load_prompts(a.replay_prompts, split="all", seed=self.cfg.seed,
+            prompts = [r["messages"] for r in load_prompts(a.replay_prompts, split="all", seed=d.split_seed,
                                                            on_bad_record=d.on_bad_record, limit=a.replay_examples)]
         self.replay = original_task_examples(self.cfg.model.path, self.tok, prompts,
                                              max_new_tokens=a.replay_max_new_tokens, chat_template=d.chat_template,

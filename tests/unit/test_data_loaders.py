@@ -368,3 +368,21 @@ def test_truncate_prompt_ids():
         truncate_prompt_ids(ids, 4, policy="right")
     with pytest.raises(ValueError):
         truncate_prompt_ids(ids, 0)
+
+
+def test_held_out_prompts_follow_split_seed_not_the_run_seed(tiny):
+    """A run at seed=1 and an eval at seed=2 hold out the same prompts; only data.split_seed moves the split."""
+    import dataclasses
+
+    from rlcustom.config import load_config
+    from rlcustom.data.prompting import build_prompts
+
+    _, tok = tiny
+    cfgs = [load_config("configs/ppo.yaml", [f"seed={s}", "data.split=validation", "data.chat_template=false"])
+            for s in (0, 1, 2)]
+    held = [build_prompts(c.data, tok).raw for c in cfgs]
+    assert held[0] == held[1] == held[2] and len(held[0]) > 100
+    other = build_prompts(dataclasses.replace(cfgs[0].data, split_seed=1), tok).raw
+    assert set(other) != set(held[0]) and abs(len(other) - len(held[0])) < 80  # ~10% of 2,312 either way
+    train = build_prompts(dataclasses.replace(cfgs[1].data, split="train"), tok).raw
+    assert not set(train) & set(held[0])

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_demo_is_a_verifiable_task_with_a_held_out_split():
     cfg = load_config(str(ROOT / "configs" / "demo.yaml"), [])
     assert cfg.data.prompts.startswith("task:") and cfg.algo.advantage == "grpo" and wants_accuracy(cfg)
-    held = load_prompts(cfg.data.prompts, split="validation", val_fraction=cfg.data.val_fraction, seed=cfg.seed)
-    train = load_prompts(cfg.data.prompts, split="train", val_fraction=cfg.data.val_fraction, seed=cfg.seed)
+    held = load_prompts(cfg.data.prompts, split="validation", val_fraction=cfg.data.val_fraction, seed=cfg.data.split_seed)
+    train = load_prompts(cfg.data.prompts, split="train", val_fraction=cfg.data.val_fraction, seed=cfg.data.split_seed)
     assert len(held) >= 40 and not set(held["prompt"]) & set(train["prompt"])
     old = load_config(str(ROOT / "configs" / "examples" / "ppo_length.yaml"), [])
     assert old.trainer == "ppo" and not wants_accuracy(old)
