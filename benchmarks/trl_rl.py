@@ -2,7 +2,7 @@
 
     rlcustom bench trl_rl [--models tiny,smollm2-135m-instruct] [--algos grpo,ppo] [--steps 6] [--warmup 1]
                           [--stop-spread 10] [--threads N] [--overlap on|off] [--overlap-threads N]
-                          [--completions 8] [--new-tokens 32] [--dtype bfloat16] [--engine hf]
+                          [--completions 8] [--new-tokens 32] [--dtype float32] [--engine hf]
                           [--vllm auto|skip] [--quick]
 
 Both sides train the same model (a seeded tiny Llama written to a directory, and/or the 135M model)
@@ -298,7 +298,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="rlcustom's model.dtype")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="rlcustom's model.dtype")
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rlcustom's generation engine")
     p.add_argument("--vllm", default="skip", choices=["auto", "skip"], help="also try TRL GRPO with vLLM (tiny)")
     p.add_argument("--threads", type=int, default=None,
